@@ -1,0 +1,180 @@
+"""Datasets: scikit-learn's digits (the embedded default) and MNIST / FashionMNIST IDX files.
+
+Nothing is downloaded. IDX files are read from a folder the user names; a missing,
+truncated or malformed file raises `DataError` naming the file and the fix.
+"""
+
+import gzip
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import TensorDataset
+
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+NUM_CLASSES = 10
+# Split of the MNIST test set used when the training files are absent (documented in every output).
+TEST_SET_TRAIN_PART = 8000
+
+
+class DataError(ValueError):
+    """A dataset file is missing, truncated or malformed."""
+
+
+@dataclass
+class DatasetSplit:
+    """Train and evaluation tensors of one dataset, images in [0, 1] as N x 1 x H x W."""
+
+    name: str
+    train: TensorDataset
+    test: TensorDataset
+    description: str
+
+    @property
+    def image_shape(self) -> tuple:
+        return tuple(self.train.tensors[0].shape[1:])
+
+
+def read_idx(path: os.PathLike) -> np.ndarray:
+    """Reads one IDX file (optionally gzip-compressed) into a numpy array."""
+    path = Path(path)
+    if not path.is_file():
+        msg = f"IDX file not found: {path}. Put the file there or point the dataset 'root' at the folder that holds it."
+        raise DataError(msg)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        msg = f"Cannot read IDX file {path}: {e}. The file is corrupted or truncated; replace it with a complete copy."
+        raise DataError(msg) from e
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
+        msg = f"{path} is not an IDX file (bad magic number). Expected the MNIST/FashionMNIST IDX format."
+        raise DataError(msg)
+    ndim = raw[3]
+    header_size = 4 + 4 * ndim
+    if len(raw) < header_size:
+        msg = f"IDX file {path} is truncated inside its header. Replace it with a complete copy."
+        raise DataError(msg)
+    shape = struct.unpack(f">{ndim}I", raw[4:header_size])
+    dtype = np.dtype(IDX_DTYPES[raw[2]])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) - header_size != expected:
+        msg = (
+            f"IDX file {path} holds {len(raw) - header_size} data bytes, but its header {shape} "
+            f"announces {expected}: the file is truncated or corrupted. Replace it with a complete copy."
+        )
+        raise DataError(msg)
+    return np.frombuffer(raw, dtype=dtype, offset=header_size).reshape(shape)
+
+
+def _find_idx_file(root: Path, stem: str) -> Optional[Path]:
+    for candidate in (root / f"{stem}.gz", root / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_idx_pair(root: os.PathLike, split: str = "test") -> tuple:
+    """Loads images (N x 28 x 28 uint8) and labels (N int64) of one MNIST-format split, checked for consistency."""
+    root = Path(root)
+    images_stem, labels_stem = MNIST_FILES[split]
+    images_path = _find_idx_file(root, images_stem) or root / f"{images_stem}.gz"
+    labels_path = _find_idx_file(root, labels_stem) or root / f"{labels_stem}.gz"
+    images = read_idx(images_path)
+    labels = read_idx(labels_path)
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        msg = f"{images_path}: expected 28 x 28 images, found shape {images.shape}. Is this an MNIST-format image file?"
+        raise DataError(msg)
+    if labels.ndim != 1 or len(labels) != len(images):
+        msg = f"{labels_path}: {labels.shape} labels for {len(images)} images in {images_path}. The files do not match."
+        raise DataError(msg)
+    if labels.min() < 0 or labels.max() >= NUM_CLASSES:
+        msg = f"{labels_path}: label {int(labels.max())} out of range [0, {NUM_CLASSES}). The file is corrupted."
+        raise DataError(msg)
+    return images, labels.astype(np.int64)
+
+
+def _to_dataset(images: np.ndarray, labels: np.ndarray, scale: float) -> TensorDataset:
+    x = torch.from_numpy(np.asarray(images, dtype=np.float32) / scale).unsqueeze(1)
+    return TensorDataset(x, torch.from_numpy(np.asarray(labels, dtype=np.int64)))
+
+
+def load_mnist(root: os.PathLike, name: str = "mnist") -> DatasetSplit:
+    """MNIST or FashionMNIST from IDX files in `root`.
+
+    With the training files present, the official split is used. With only the
+    test files (as in ../shared/data/mnist), the first 8,000 test images train
+    and the last 2,000 evaluate.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        msg = f"Dataset folder not found: {root}. Name a folder holding the {name} IDX files (t10k-images-idx3-ubyte.gz, ...)."
+        raise DataError(msg)
+    test_images, test_labels = load_idx_pair(root, "test")
+    if _find_idx_file(root, MNIST_FILES["train"][0]) is not None:
+        train_images, train_labels = load_idx_pair(root, "train")
+        description = f"{name} from {root}: official split, {len(train_labels)} train / {len(test_labels)} test"
+    else:
+        train_images, train_labels = test_images[:TEST_SET_TRAIN_PART], test_labels[:TEST_SET_TRAIN_PART]
+        test_images, test_labels = test_images[TEST_SET_TRAIN_PART:], test_labels[TEST_SET_TRAIN_PART:]
+        description = (
+            f"{name} test set from {root}: first {TEST_SET_TRAIN_PART} images train, "
+            f"last {len(test_labels)} evaluate"
+        )
+    return DatasetSplit(name, _to_dataset(train_images, train_labels, 255.0), _to_dataset(test_images, test_labels, 255.0), description)
+
+
+def load_digits(image_size: int = 16, test_fraction: float = 0.25, seed: int = 0) -> DatasetSplit:
+    """scikit-learn's 1,797 real 8 x 8 handwritten digits, upsampled to `image_size` (shipped, no download)."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
+    if image_size != images.shape[-1]:
+        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    num_test = int(round(len(labels) * test_fraction))
+    test_idx, train_idx = order[:num_test], order[num_test:]
+    description = f"scikit-learn digits ({image_size}x{image_size}): {len(train_idx)} train / {num_test} test (seed {seed})"
+    return DatasetSplit(
+        "digits",
+        TensorDataset(images[train_idx], labels[train_idx]),
+        TensorDataset(images[test_idx], labels[test_idx]),
+        description,
+    )
+
+
+def load_dataset(spec: Optional[dict] = None) -> DatasetSplit:
+    """Loads the dataset a config names: `{"name": "digits" | "mnist" | "fashion_mnist", "root": ..., "image_size": ...}`."""
+    spec = dict(spec or {"name": "digits"})
+    name = spec.pop("name", "digits")
+    if name == "digits":
+        return load_digits(**spec)
+    if name in ("mnist", "fashion_mnist"):
+        if "root" not in spec:
+            msg = f"Dataset '{name}' needs a 'root': the folder holding its IDX files. Nothing is downloaded."
+            raise DataError(msg)
+        return load_mnist(spec["root"], name)
+    msg = f"Unknown dataset '{name}'. Use 'digits' (embedded), 'mnist' or 'fashion_mnist' (with a 'root' folder)."
+    raise DataError(msg)
+
+
+def shared_mnist_root() -> Optional[Path]:
+    """The real MNIST test set shipped beside the repo in ../shared/data/mnist, if present."""
+    candidates = [Path(os.environ["NNCF_WCAM_MNIST"])] if "NNCF_WCAM_MNIST" in os.environ else []
+    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
+    for candidate in candidates:
+        if _find_idx_file(candidate, MNIST_FILES["test"][0]) is not None:
+            return candidate
+    return None

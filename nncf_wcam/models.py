@@ -1,0 +1,145 @@
+"""Small real models used by tests, configs, the CLI and the benchmarks.
+
+There is no CPU torchvision here, so the architectures a user would reach for
+(a VGG-style CNN, a ResNet) are written out in plain torch.
+"""
+
+from typing import Sequence
+
+from torch import nn
+
+
+def _conv_bn_relu(in_channels: int, out_channels: int) -> list:
+    return [
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    ]
+
+
+class SmallCNN(nn.Module):
+    """VGG-style CNN: `features` (three conv blocks, one max-pool), global average pool, linear head.
+
+    `features.9` (the last ReLU) is the last spatial feature map, the layer a Grad-CAM user picks.
+    With a GAP + linear head, Grad-CAM at that layer equals CAM.
+    """
+
+    LAST_CONV_BLOCK = "features.9"
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 16):
+        super().__init__()
+        self.features = nn.Sequential(
+            *_conv_bn_relu(in_channels, width),
+            *_conv_bn_relu(width, 2 * width),
+            nn.MaxPool2d(2),
+            *_conv_bn_relu(2 * width, 4 * width),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.pool(self.features(x)).flatten(1))
+
+
+class DictOutputCNN(SmallCNN):
+    """A SmallCNN whose forward returns a dict, as detection or multi-task models do.
+
+    The logits are under "logits"; configs select them with `"logits_output": "logits"`.
+    """
+
+    def forward(self, x):
+        embedding = self.pool(self.features(x)).flatten(1)
+        return {"embedding": embedding, "logits": self.classifier(embedding)}
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu2 = nn.ReLU()
+        self.downsample = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu2(out + identity)
+
+
+class ResNet(nn.Module):
+    """ResNet with BasicBlocks, named like torchvision's (`layer4.1.conv2`, `fc`).
+
+    `ResNet(blocks=(2, 2, 2, 2), width=64)` is ResNet-18 (11.7 M parameters at 1000 classes).
+    `small_stem=True` replaces the 7x7/stride-2 stem and its max-pool by one 3x3 conv, for small images.
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[int] = (2, 2, 2, 2),
+        width: int = 64,
+        in_channels: int = 3,
+        num_classes: int = 1000,
+        small_stem: bool = False,
+    ):
+        super().__init__()
+        if small_stem:
+            self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+            self.maxpool = nn.Identity()
+        else:
+            self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU()
+        channels = width
+        for stage, num_blocks in enumerate(blocks):
+            out_channels = width * 2**stage
+            stride = 1 if stage == 0 else 2
+            layers = []
+            for i in range(num_blocks):
+                layers.append(BasicBlock(channels, out_channels, stride if i == 0 else 1))
+                channels = out_channels
+            self.add_module(f"layer{stage + 1}", nn.Sequential(*layers))
+        self.num_stages = len(blocks)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for stage in range(self.num_stages):
+            x = getattr(self, f"layer{stage + 1}")(x)
+        return self.fc(self.avgpool(x).flatten(1))
+
+
+def resnet18(in_channels: int = 3, num_classes: int = 1000) -> ResNet:
+    return ResNet((2, 2, 2, 2), 64, in_channels, num_classes)
+
+
+def tiny_resnet(in_channels: int = 1, num_classes: int = 10, width: int = 8) -> ResNet:
+    """A two-stage residual network for tests and the embedded default."""
+    return ResNet((1, 1), width, in_channels, num_classes, small_stem=True)
+
+
+MODELS = {
+    "small_cnn": SmallCNN,
+    "dict_cnn": DictOutputCNN,
+    "tiny_resnet": tiny_resnet,
+    "resnet18": resnet18,
+}
+
+
+def create_model(name: str, in_channels: int, num_classes: int, **kwargs) -> nn.Module:
+    """Builds a model by the name used in configs' top-level `"model"` key."""
+    if name not in MODELS:
+        msg = f"Unknown model '{name}'. Known models: {', '.join(sorted(MODELS))}. Set the config's \"model\" to one of them."
+        raise ValueError(msg)
+    return MODELS[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
