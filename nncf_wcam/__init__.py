@@ -35,3 +35,10 @@ def _enable_legacy_tracing() -> None:
 _enable_legacy_tracing()
 
 __version__ = "0.1.0"
+
+from nncf_wcam.attribution import LayerNameError  # noqa: E402
+from nncf_wcam.matching import AttributionMatcher  # noqa: E402
+from nncf_wcam.matching import frozen_copy  # noqa: E402
+from nncf_wcam.nncf_plugin import AlgorithmConfigError  # noqa: E402
+
+__all__ = ["AlgorithmConfigError", "AttributionMatcher", "LayerNameError", "NNCFImportOrderError", "frozen_copy"]

@@ -1,0 +1,170 @@
+"""Differentiable collapsed attribution maps and the hooks that capture activations.
+
+Pure torch: nothing here imports NNCF. captum's maps are not differentiable, so the
+training loss computes its own; captum serves as the oracle in evaluation and tests.
+"""
+
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LogitsSelector = Optional[Union[int, str]]
+
+# Module-name parts that NNCF adds to a wrapped model; they are not user layers.
+_NNCF_INTERNAL_PARTS = ("_nncf", "pre_ops", "post_ops")
+
+
+class LayerNameError(ValueError):
+    """A layer named in a config does not exist or has no spatial output."""
+
+
+def wcam_map(activation: torch.Tensor, gradient: torch.Tensor, channel_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Weighted collapsed map ReLU(sum_c w_c A_c), w_c = sum over space of dy_k/dA_c (Grad-CAM up to scale).
+
+    `channel_mask` (B x C, 0/1) drops channels before collapsing (stochastic matching).
+    Returns B x (spatial...) maps.
+    """
+    spatial_dims = tuple(range(2, activation.dim()))
+    weights = gradient.sum(dim=spatial_dims, keepdim=True)
+    weighted = weights * activation
+    if channel_mask is not None:
+        weighted = weighted * channel_mask.view(*channel_mask.shape, *([1] * len(spatial_dims)))
+    return F.relu(weighted.sum(dim=1))
+
+
+def ewa_map(activation: torch.Tensor, channel_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Label-free ablation (attention transfer): mean over channels of A_c squared."""
+    squared = activation.pow(2)
+    if channel_mask is not None:
+        squared = squared * channel_mask.view(*channel_mask.shape, *([1] * (activation.dim() - 2)))
+    return squared.mean(dim=1)
+
+
+def normalize_maps(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Per-sample L2 normalization of flattened maps; an all-zero map stays zero (no NaN)."""
+    return F.normalize(maps.flatten(1), p=2, dim=1, eps=eps)
+
+
+def select_logits(output: Any, logits_output: LogitsSelector = None) -> torch.Tensor:
+    """Picks the logits out of a model's output (a tensor, a tuple/list by index, a dict by key)."""
+    if logits_output is None:
+        if isinstance(output, torch.Tensor):
+            return output
+        msg = (
+            f"The model returned a {type(output).__name__}, not a tensor of logits. "
+            "Set \"logits_output\" in the attribution_matching block to the index (tuple) or key (dict) "
+            "of the output that holds the logits."
+        )
+        raise ValueError(msg)
+    try:
+        logits = output[logits_output]
+    except (KeyError, IndexError, TypeError) as e:
+        available = list(output.keys()) if isinstance(output, dict) else f"indices 0..{len(output) - 1}" if isinstance(output, (tuple, list)) else "none (the output is a tensor)"
+        msg = f"\"logits_output\": {logits_output!r} is not in the model's output. Available: {available}."
+        raise ValueError(msg) from e
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        msg = f"\"logits_output\": {logits_output!r} selects {type(logits).__name__} of shape {getattr(logits, 'shape', None)}; expected B x num_classes logits."
+        raise ValueError(msg)
+    return logits
+
+
+def user_layer_names(model: nn.Module) -> list:
+    """Names of the model's modules as the user wrote them, without NNCF's internal submodules."""
+    names = []
+    for name, _ in model.named_modules():
+        if name and not any(part in _NNCF_INTERNAL_PARTS for part in name.split(".")):
+            names.append(name)
+    return names
+
+
+def resolve_layers(model: nn.Module, names: Sequence[str]) -> list:
+    """Returns the modules for `names`, or raises LayerNameError listing the names that exist."""
+    valid = user_layer_names(model)
+    modules = []
+    for name in names:
+        if name not in valid:
+            msg = f"Layer '{name}' does not exist in {type(model).__name__}. Layers that do: {', '.join(valid)}."
+            raise LayerNameError(msg)
+        modules.append(model.get_submodule(name))
+    return modules
+
+
+def record_output_shapes(model: nn.Module, run_forward: Callable[[], Any], names: Iterable[str]) -> dict:
+    """Runs one forward pass and returns {name: output shape (or None if not a tensor)} in completion order."""
+    shapes = {}
+    handles = []
+    for name in names:
+        module = model.get_submodule(name)
+
+        def hook(_module, _inputs, output, name=name):
+            shapes.pop(name, None)  # re-insert so the order is that of the last completion
+            shapes[name] = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            run_forward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shapes
+
+
+def has_spatial_extent(shape: Optional[tuple]) -> bool:
+    """B x C x H x W (or B x C x L): at least one spatial dimension larger than 1."""
+    return shape is not None and len(shape) >= 3 and any(s > 1 for s in shape[2:])
+
+
+def last_spatial_layer(shapes: dict) -> str:
+    """The layer a Grad-CAM user picks: the last module to finish whose output is a spatial feature map.
+
+    Containers finish after their children, so for `features -> pool -> fc` this is `features`,
+    and for a ResNet it is `layer4`: the same tensor as its last block's output.
+    """
+    spatial = [name for name, shape in shapes.items() if has_spatial_extent(shape)]
+    if not spatial:
+        msg = "\"layers\": \"auto\" found no module with a spatial output (B x C x H x W). Name the layers explicitly."
+        raise LayerNameError(msg)
+    return spatial[-1]
+
+
+class ActivationCapture:
+    """Forward hooks that keep the latest output of named layers while `active()` says so.
+
+    With `make_leaf=True` (the frozen teacher, which has no parameter requiring grad) the first
+    captured output that does not require grad is turned into a leaf that does, so that the
+    gradients of the logits with respect to it, and to every layer after it, exist.
+    A module called several times per forward keeps its last call.
+    """
+
+    def __init__(self, modules: dict, active: Callable[[], bool] = lambda: True, make_leaf: bool = False):
+        self.activations = {}
+        self._active = active
+        self._make_leaf = make_leaf
+        self._handles = [module.register_forward_hook(self._hook_for(name)) for name, module in modules.items()]
+
+    def _hook_for(self, name: str):
+        def hook(_module, _inputs, output):
+            if not self._active():
+                return None
+            if not isinstance(output, torch.Tensor):
+                msg = f"Layer '{name}' returned a {type(output).__name__}; attribution matching needs a tensor output."
+                raise LayerNameError(msg)
+            if self._make_leaf and not output.requires_grad:
+                output = output.detach().requires_grad_(True)
+                self.activations[name] = output
+                return output
+            self.activations[name] = output
+            return None
+
+        return hook
+
+    def clear(self) -> None:
+        self.activations = {}
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []

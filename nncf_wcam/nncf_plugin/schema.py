@@ -1,0 +1,95 @@
+"""JSON schema of the `attribution_matching` block, and its registration in NNCF's config schema."""
+
+from nncf.config.schema import NNCF_CONFIG_SCHEMA
+from nncf.config.schema import REF_VS_ALGO_SCHEMA
+
+ATTRIBUTION_MATCHING = "attribution_matching"
+
+ATTRIBUTION_MATCHING_DEFAULTS = {
+    "method": "wcam",
+    "weight": 100.0,
+    "layers": "auto",
+    "layer_weights": None,
+    "stochastic_drop": 0.3,
+    "logits_output": None,
+    "seed": 0,
+}
+
+ATTRIBUTION_MATCHING_SCHEMA = {
+    "type": "object",
+    "description": "Weighted Collapsed Attribution Matching (Park et al., NeurIPS 2020): adds to "
+    "compression_ctrl.loss() a term that keeps the compressed model's attribution maps at the given layers "
+    "close to those of a frozen copy of the uncompressed model. Works beside any other NNCF algorithm.",
+    "properties": {
+        "algorithm": {"const": ATTRIBUTION_MATCHING},
+        "method": {
+            "type": "string",
+            "enum": ["wcam", "ewa"],
+            "default": ATTRIBUTION_MATCHING_DEFAULTS["method"],
+            "description": "'wcam': Grad-CAM-like maps ReLU(sum_c w_c A_c), w_c = sum of dy_k/dA_c for the "
+            "teacher's top-1 class k, trained by double backprop. 'ewa': label-free mean_c A_c^2 (attention transfer).",
+        },
+        "weight": {
+            "type": "number",
+            "minimum": 0,
+            "default": ATTRIBUTION_MATCHING_DEFAULTS["weight"],
+            "description": "beta, the multiplier of the matching loss (the authors used 100).",
+        },
+        "layers": {
+            "oneOf": [
+                {"type": "string", "const": "auto"},
+                {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "uniqueItems": True},
+            ],
+            "default": ATTRIBUTION_MATCHING_DEFAULTS["layers"],
+            "description": "Names of the matched layers as in the original model's named_modules() "
+            "(e.g. [\"features.9\"], [\"layer4\"]), or \"auto\" for the last spatial feature map, the layer a "
+            "Grad-CAM user picks.",
+        },
+        "layer_weights": {
+            "type": ["array", "null"],
+            "items": {"type": "number", "minimum": 0},
+            "minItems": 1,
+            "default": ATTRIBUTION_MATCHING_DEFAULTS["layer_weights"],
+            "description": "lambda_l, one non-negative weight per entry of \"layers\" (default 1.0 each).",
+        },
+        "stochastic_drop": {
+            "type": "number",
+            "minimum": 0,
+            "exclusiveMaximum": 1,
+            "default": ATTRIBUTION_MATCHING_DEFAULTS["stochastic_drop"],
+            "description": "Fraction in [0, 1) of the teacher's channels zeroed at random each step before "
+            "collapsing (stochastic matching; the authors used 0.3).",
+        },
+        "logits_output": {
+            "type": ["integer", "string", "null"],
+            "minimum": 0,
+            "default": ATTRIBUTION_MATCHING_DEFAULTS["logits_output"],
+            "description": "For models whose forward returns a tuple or dict: the index or key of the logits. "
+            "null when the forward returns the logits tensor itself.",
+        },
+        "seed": {
+            "type": "integer",
+            "minimum": 0,
+            "default": ATTRIBUTION_MATCHING_DEFAULTS["seed"],
+            "description": "Seed of the algorithm's own random generator for the channel drop "
+            "(the global RNG is left untouched).",
+        },
+    },
+    "required": ["algorithm"],
+    "additionalProperties": False,
+}
+
+
+def register_algorithm_schema(name: str, schema: dict) -> None:
+    """Makes NNCF's config validation accept `{"algorithm": name, ...}` blocks (idempotent).
+
+    NNCF validates `compression` against a oneOf of `$ref`s to REF_VS_ALGO_SCHEMA, whose dict is
+    also the schema's `$defs`: both need the new algorithm.
+    """
+    REF_VS_ALGO_SCHEMA[name] = schema
+    ref = {"$ref": f"#/$defs/{name}"}
+    compression = NNCF_CONFIG_SCHEMA["properties"]["compression"]
+    for variant in compression["oneOf"]:
+        refs = variant["oneOf"] if "oneOf" in variant else variant["items"]["oneOf"]
+        if ref not in refs:
+            refs.append(ref)

@@ -1,0 +1,146 @@
+"""Training loops: the uncompressed teacher, and NNCF compression-aware fine-tuning.
+
+The fine-tuning loop is the one every NNCF 2.x project already has: task loss plus
+`compression_ctrl.loss()`, with the compression scheduler stepped per batch and per epoch.
+"""
+
+import json
+import os
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+import nncf_wcam  # noqa: F401  (legacy tracing and plugin registration before nncf.torch)
+from nncf import NNCFConfig
+from nncf.torch import create_compressed_model
+from nncf.torch import register_default_init_args
+from nncf_wcam.attribution import LogitsSelector
+from nncf_wcam.attribution import select_logits
+from nncf_wcam.nncf_plugin.algo import AttributionMatchingController
+
+
+def load_config(config: Union[str, os.PathLike, dict]) -> NNCFConfig:
+    """An NNCFConfig from a JSON path or a dict (validated, plugin blocks included)."""
+    if isinstance(config, dict):
+        return NNCFConfig.from_dict(config)
+    if not os.path.isfile(config):
+        msg = f"Config file not found: {config}. Pass the path of an NNCF JSON config (see configs/)."
+        raise FileNotFoundError(msg)
+    with open(config, encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            msg = f"Config {config} is not valid JSON: {e}."
+            raise ValueError(msg) from e
+    return NNCFConfig.from_dict(data)
+
+
+def without_algorithm(config: NNCFConfig, algorithm: str) -> NNCFConfig:
+    """The same config without one algorithm's block (e.g. the naive baseline without attribution_matching)."""
+    data = json.loads(json.dumps(dict(config)))
+    section = data.get("compression", [])
+    section = [section] if isinstance(section, dict) else section
+    data["compression"] = [block for block in section if block.get("algorithm") != algorithm]
+    return NNCFConfig.from_dict(data)
+
+
+def compress(model: nn.Module, config: NNCFConfig, train_data: Dataset, batch_size: Optional[int] = None, compression_state=None):
+    """`create_compressed_model` with NNCF's default init args (range init, BN adaptation) on `train_data`."""
+    batch_size = batch_size or config.get("batch_size", 64)
+    loader = DataLoader(train_data, batch_size=batch_size, shuffle=False)
+    config = register_default_init_args(config, loader, criterion=nn.CrossEntropyLoss())
+    return create_compressed_model(model, config, compression_state=compression_state)
+
+
+def child_controllers(compression_ctrl) -> list:
+    return list(getattr(compression_ctrl, "child_ctrls", [compression_ctrl]))
+
+
+def attribution_controller(compression_ctrl) -> Optional[AttributionMatchingController]:
+    """The attribution_matching controller inside a (composite) compression controller, if any."""
+    for ctrl in child_controllers(compression_ctrl):
+        if isinstance(ctrl, AttributionMatchingController):
+            return ctrl
+    return None
+
+
+def make_optimizer(params, spec: Optional[dict] = None) -> torch.optim.Optimizer:
+    """An optimizer from an NNCF-sample-style `"optimizer": {"type": "Adam", "base_lr": 1e-3}` block."""
+    spec = spec or {"type": "Adam", "base_lr": 1e-3}
+    kind = spec.get("type", "Adam")
+    lr = spec.get("base_lr", 1e-3)
+    weight_decay = spec.get("weight_decay", 0.0)
+    if kind.lower() == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if kind.lower() == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=spec.get("momentum", 0.9), weight_decay=weight_decay)
+    msg = f"Unknown optimizer type '{kind}'. Use 'Adam' or 'SGD'."
+    raise ValueError(msg)
+
+
+def train_teacher(model: nn.Module, data: Dataset, epochs: int = 5, lr: float = 2e-3, batch_size: int = 64, seed: int = 0, progress: bool = False) -> nn.Module:
+    """Plain supervised training of the uncompressed model (the teacher)."""
+    torch.manual_seed(seed)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for epoch in range(epochs):
+        for x, y in tqdm(loader, desc=f"teacher epoch {epoch + 1}/{epochs}", disable=not progress, leave=False):
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    return model.eval()
+
+
+def fine_tune(
+    compression_ctrl,
+    model: nn.Module,
+    data: Dataset,
+    epochs: int = 1,
+    optimizer_spec: Optional[dict] = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    max_steps: Optional[int] = None,
+    logits_output: LogitsSelector = None,
+    progress: bool = False,
+) -> list:
+    """Compression-aware fine-tuning; returns per-step records of the task and compression losses."""
+    torch.manual_seed(seed)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    optimizer = make_optimizer(model.parameters(), optimizer_spec)
+    history = []
+    steps = 0
+    for epoch in range(epochs):
+        compression_ctrl.scheduler.epoch_step()
+        model.train()
+        bar = tqdm(loader, desc=f"compress epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        for x, y in bar:
+            compression_ctrl.scheduler.step()
+            optimizer.zero_grad()
+            task_loss = F.cross_entropy(select_logits(model(x), logits_output), y)
+            compression_loss = compression_ctrl.loss()
+            (task_loss + compression_loss).backward()
+            optimizer.step()
+            history.append({"task_loss": task_loss.item(), "compression_loss": compression_loss.item()})
+            bar.set_postfix(task=f"{float(task_loss):.3f}", compression=f"{float(compression_loss):.3f}")
+            steps += 1
+            if max_steps is not None and steps >= max_steps:
+                return history
+    return history
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: Dataset, logits_output: LogitsSelector = None, batch_size: int = 256) -> float:
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for x, y in DataLoader(data, batch_size=batch_size):
+        correct += (select_logits(model(x), logits_output).argmax(1) == y).sum().item()
+        total += len(y)
+    model.train(was_training)
+    return correct / max(total, 1)
