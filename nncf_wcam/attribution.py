@@ -4,7 +4,9 @@ Pure torch: nothing here imports NNCF. captum's maps are not differentiable, so 
 training loss computes its own; captum serves as the oracle in evaluation and tests.
 """
 
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+import contextlib
+import threading
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +16,27 @@ LogitsSelector = Optional[Union[int, str]]
 
 # Module-name parts that NNCF adds to a wrapped model; they are not user layers.
 _NNCF_INTERNAL_PARTS = ("_nncf", "pre_ops", "post_ops")
+
+
+_auxiliary = threading.local()
+
+
+@contextlib.contextmanager
+def auxiliary_forward() -> Iterator[None]:
+    """Extra forward passes inside a loss (e.g. saliency-guided masking) that capture hooks must ignore.
+
+    Without this, such a pass would overwrite the activations captured from the training forward.
+    """
+    previous = getattr(_auxiliary, "active", False)
+    _auxiliary.active = True
+    try:
+        yield
+    finally:
+        _auxiliary.active = previous
+
+
+def in_auxiliary_forward() -> bool:
+    return getattr(_auxiliary, "active", False)
 
 
 class LayerNameError(ValueError):
@@ -147,7 +170,7 @@ class ActivationCapture:
 
     def _hook_for(self, name: str):
         def hook(_module, _inputs, output):
-            if not self._active():
+            if not self._active() or in_auxiliary_forward():
                 return None
             if not isinstance(output, torch.Tensor):
                 msg = f"Layer '{name}' returned a {type(output).__name__}; attribution matching needs a tensor output."

@@ -25,6 +25,7 @@ from torch import nn
 from nncf_wcam.attribution import ActivationCapture
 from nncf_wcam.attribution import LogitsSelector
 from nncf_wcam.attribution import ewa_map
+from nncf_wcam.attribution import in_auxiliary_forward
 from nncf_wcam.attribution import normalize_maps
 from nncf_wcam.attribution import resolve_layers
 from nncf_wcam.attribution import select_logits
@@ -127,11 +128,15 @@ class AttributionMatcher:
 
     # --- hooks on the student ---------------------------------------------------------------
     def _on_student_forward_start(self, module: nn.Module, _args) -> None:
+        if in_auxiliary_forward():
+            return
         # A new forward pass invalidates the previous one's loss; capture only where a loss can be trained.
         self._release()
         self._capturing = module.training and torch.is_grad_enabled()
 
     def _on_student_forward_end(self, _module: nn.Module, args, kwargs, output) -> None:
+        if in_auxiliary_forward():
+            return
         if self._capturing:
             self._inputs = (_detached(args), _detached(kwargs))
             self._student_output = output

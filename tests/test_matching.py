@@ -131,3 +131,17 @@ def test_stochastic_drop_uses_its_own_generator(trained_cnn, digits):
 def test_matcher_rejects_bad_arguments(trained_cnn, bad):
     with pytest.raises(ValueError):
         AttributionMatcher(frozen_copy(trained_cnn), copy.deepcopy(trained_cnn), [LAYER], **bad)
+
+
+def test_auxiliary_forward_leaves_the_captured_pass_alone(trained_cnn, digits):
+    from nncf_wcam.attribution import auxiliary_forward
+
+    student = copy.deepcopy(trained_cnn).train()
+    matcher = AttributionMatcher(frozen_copy(trained_cnn), student, [LAYER], stochastic_drop=0.0)
+    x = digits.train.tensors[0][:8]
+    student(x)
+    expected = matcher.loss().item()
+    student(x)
+    with auxiliary_forward():
+        student(torch.rand_like(x))
+    assert matcher.loss().item() == pytest.approx(expected, rel=1e-6)
