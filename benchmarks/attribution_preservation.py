@@ -1,0 +1,278 @@
+"""Does attribution matching keep the attributions that plain compression deforms, and at what cost?
+
+One teacher (SmallCNN) is trained once and cached. For each compression algorithm it is fine-tuned
+four ways under the same seeds: plain (naive), with NNCF's knowledge_distillation (kd), with
+attribution_matching (wcam), and with both (kd_wcam); `--multilayer` adds wcam matching three layers
+at once (wcam_multi). Each student is measured against the teacher:
+  accuracy                    on the evaluation split;
+  Grad-CAM agreement          at the matched layer (Pearson, Spearman, cosine, top-10 % IoU), teacher's top-1 class;
+  Saliency / IG agreement     methods the loss was not trained on;
+  pointing game / ROC-AUC     of upsampled Grad-CAM against digit masks on a cluttered set (true class);
+  IR occlusion agreement      Occlusion through the exported OpenVINO IR vs the teacher's (PyTorch).
+Data: the real MNIST test set in ../shared/data/mnist (first 8,000 images train, last 2,000
+evaluate), else scikit-learn's digits, said in the output. Writes results.json, table.md, a map grid
+PNG per algorithm (teacher / naive / wcam on the same inputs) and a bar chart of agreement.
+
+    python benchmarks/attribution_preservation.py [--quick] [--algorithms int8 filter_pruning ...]
+        [--seeds 0 1 2] [--epochs 1] [--multilayer] [--output DIR]
+"""
+
+import argparse
+import copy
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import nncf_wcam  # noqa: F401  (before nncf.torch)
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from nncf_wcam.data import load_digits, load_mnist, shared_mnist_root
+from nncf_wcam.evaluation import attribution_maps, compare_ir_occlusion, map_agreement, plot_map_grid, summarize
+from nncf_wcam.evaluation import localization_scores
+from nncf_wcam.export import export_ir
+from nncf_wcam.localization import make_cluttered_dataset
+from nncf_wcam.models import SmallCNN
+from nncf_wcam.training import accuracy, compress, fine_tune, load_config, train_teacher
+
+LAYER = SmallCNN.LAST_CONV_BLOCK
+MULTI_LAYERS = ["features.2", "features.5", LAYER]
+
+
+def _quantization(bits: int) -> dict:
+    return {
+        "algorithm": "quantization",
+        "weights": {"bits": bits, "mode": "symmetric"},
+        "activations": {"bits": bits, "mode": "asymmetric"},
+        # min-max ranges collapse low-bit activations (DESIGN.md): percentiles instead
+        "initializer": {"range": {"num_init_samples": 512, "type": "percentile", "params": {"min_percentile": 0.1, "max_percentile": 99.9}}, "batchnorm_adaptation": {"num_bn_adaptation_samples": 0}},
+    }
+
+
+ALGORITHMS = {
+    "int8": {"algorithm": "quantization", "initializer": {"range": {"num_init_samples": 512, "type": "mean_min_max"}, "batchnorm_adaptation": {"num_bn_adaptation_samples": 0}}},
+    "int4": _quantization(4),
+    "int2": _quantization(2),
+    "filter_pruning": {"algorithm": "filter_pruning", "pruning_init": 0.5, "params": {"schedule": "exponential", "pruning_target": 0.5, "pruning_steps": 1}},
+    "magnitude_sparsity": {"algorithm": "magnitude_sparsity", "sparsity_init": 0.9, "params": {"schedule": "multistep", "multistep_steps": [], "multistep_sparsity_levels": [0.9], "sparsity_level_setting_mode": "global"}},
+    "rb_sparsity": {"algorithm": "rb_sparsity", "sparsity_init": 0.3, "params": {"schedule": "exponential", "sparsity_target": 0.7, "sparsity_target_epoch": 1, "sparsity_freeze_epoch": 2}},
+}
+KD = {"algorithm": "knowledge_distillation", "type": "softmax", "temperature": 2}
+
+
+def matching_block(weight: float, layers: list) -> dict:
+    return {"algorithm": "attribution_matching", "layers": layers, "weight": weight, "stochastic_drop": 0.3}
+
+
+def variants(args) -> dict:
+    wcam = matching_block(args.weight, [LAYER])
+    result = {"naive": [], "kd": [KD], "wcam": [wcam], "kd_wcam": [KD, wcam]}
+    if args.multilayer:
+        result["wcam_multi"] = [matching_block(args.weight, MULTI_LAYERS)]
+    return result
+
+
+def load_data(quick: bool):
+    root = shared_mnist_root()
+    if root is None:
+        print("MNIST not found in ../shared/data/mnist: falling back to scikit-learn's digits (28x28).")
+        return load_digits(image_size=28)
+    data = load_mnist(root)
+    if quick:
+        data.train.tensors = tuple(t[:512] for t in data.train.tensors)
+    return data
+
+
+def cached_teacher(data, args) -> SmallCNN:
+    """Trains the FP32 teacher once per (data, width, epochs) and caches it in the output folder."""
+    path = args.output / f"teacher_w{args.width}_e{args.teacher_epochs}_{len(data.train)}.pt"
+    teacher = SmallCNN(width=args.width)
+    if path.is_file() and not args.fresh_teacher:
+        teacher.load_state_dict(torch.load(path))
+        print(f"teacher: cached {path}")
+        return teacher.eval()
+    torch.manual_seed(0)
+    train_teacher(teacher, data.train, epochs=args.teacher_epochs, lr=2e-3, progress=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(teacher.state_dict(), tmp)
+    os.replace(tmp, path)
+    return teacher.eval()
+
+
+def agreement(teacher, student, x, method, target, **options) -> dict:
+    teacher_maps = attribution_maps(teacher, x, method, target=target, **options)
+    student_maps = attribution_maps(student, x, method, target=target, **options)
+    return summarize(map_agreement(teacher_maps, student_maps))
+
+
+def evaluate_student(teacher, student, ctrl, data, cluttered, args, ir_dir: Path) -> dict:
+    x = data.test.tensors[0][: args.eval_samples]
+    target = teacher(x).argmax(1)
+    cam_options = {"layer": LAYER}
+    result = {
+        "accuracy": accuracy(student, data.test),
+        "grad_cam": agreement(teacher, student, x, "grad_cam", target, **cam_options),
+        "saliency": agreement(teacher, student, x, "saliency", target),
+        "integrated_gradients": agreement(teacher, student, x, "integrated_gradients", target, n_steps=16),
+    }
+    maps = attribution_maps(student, cluttered.images, "grad_cam", target=cluttered.labels, layer=LAYER, upsample_to_input=True)
+    result["localization"] = summarize(localization_scores(maps, cluttered.masks))
+    x_ir = x[: args.ir_samples]
+    export = export_ir(ctrl, student, ir_dir, x_ir, min_top1_agreement=0.9)
+    result["ir_parity"] = export.manifest["parity"]
+    result["ir_occlusion"] = summarize(compare_ir_occlusion(teacher, export.xml_path, x_ir, window=4, stride=2))
+    return result
+
+
+def run_one(teacher, blocks, data, seed, args) -> tuple:
+    size = data.image_shape[-1]
+    config = {"input_info": {"sample_size": [1, 1, size, size]}, "compression": blocks, "log_dir": str(args.output / "nncf_logs")}
+    if any(b.get("algorithm") == "quantization" and b.get("weights", {}).get("bits", 8) < 8 for b in blocks):
+        config["target_device"] = "TRIAL"
+    torch.manual_seed(seed)
+    ctrl, student = compress(copy.deepcopy(teacher), load_config(config), data.train)
+    fine_tune(ctrl, student, data.train, epochs=args.epochs, batch_size=64, seed=seed, max_steps=args.max_steps)
+    return ctrl, student.eval()
+
+
+def mean_std(values) -> dict:
+    values = np.asarray([v for v in values if v is not None and not np.isnan(v)], dtype=np.float64)
+    return {"mean": float(values.mean()) if len(values) else float("nan"), "std": float(values.std()) if len(values) else float("nan")}
+
+
+def aggregate(runs: list) -> dict:
+    """Mean and std over seeds of every numeric leaf of the per-run results."""
+    def leaves(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from leaves(v, f"{prefix}{k}.")
+            elif isinstance(v, (int, float)):
+                yield f"{prefix}{k}", v
+
+    keys = [k for k, _ in leaves(runs[0])]
+    return {key: mean_std([dict(leaves(r)).get(key) for r in runs]) for key in keys}
+
+
+def table(summary: dict, teacher_scores: dict, variant_names: list) -> str:
+    def cell(stats, key, scale=1.0, digits=3):
+        s = stats.get(key)
+        return "-" if s is None or np.isnan(s["mean"]) else f"{s['mean'] * scale:.{digits}f} ± {s['std'] * scale:.{digits}f}"
+
+    lines = [
+        f"Teacher: accuracy {teacher_scores['accuracy'] * 100:.2f} %, pointing game {teacher_scores['localization']['pointing_game']:.3f}, ROC-AUC {teacher_scores['localization']['roc_auc']:.3f}.",
+        "",
+        "| algorithm | variant | accuracy % | Grad-CAM r | Grad-CAM IoU | Saliency r | IG r | pointing | ROC-AUC | IR occlusion r | gap closed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for algorithm, per_variant in summary.items():
+        naive_gap = 1 - per_variant["naive"]["grad_cam.pearson"]["mean"]
+        for variant in variant_names:
+            s = per_variant[variant]
+            gap = 1 - s["grad_cam.pearson"]["mean"]
+            closed = "-" if variant in ("naive", "kd") or naive_gap <= 0 else f"{(naive_gap - gap) / naive_gap * 100:.0f} %"
+            lines.append(
+                f"| {algorithm} | {variant} | {cell(s, 'accuracy', 100, 2)} | {cell(s, 'grad_cam.pearson')} | {cell(s, 'grad_cam.iou')} | "
+                f"{cell(s, 'saliency.pearson')} | {cell(s, 'integrated_gradients.pearson')} | {cell(s, 'localization.pointing_game')} | "
+                f"{cell(s, 'localization.roc_auc')} | {cell(s, 'ir_occlusion.pearson')} | {closed} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(summary: dict, variant_names: list, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    algorithms = list(summary)
+    width = 0.8 / len(variant_names)
+    fig, ax = plt.subplots(figsize=(1.6 * len(algorithms) + 2, 3.6))
+    for i, variant in enumerate(variant_names):
+        means = [summary[a][variant]["grad_cam.pearson"]["mean"] for a in algorithms]
+        stds = [summary[a][variant]["grad_cam.pearson"]["std"] for a in algorithms]
+        ax.bar(np.arange(len(algorithms)) + i * width, means, width, yerr=stds, label=variant, capsize=2)
+    ax.set_xticks(np.arange(len(algorithms)) + width * (len(variant_names) - 1) / 2, algorithms)
+    ax.set_ylabel(f"Grad-CAM Pearson r vs teacher ({LAYER})")
+    ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.0)
+    ax.legend(fontsize=8, ncol=len(variant_names))
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny run for the test suite")
+    parser.add_argument("--algorithms", nargs="+", choices=list(ALGORITHMS), default=list(ALGORITHMS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs per student")
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--teacher-epochs", type=int, default=3)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--weight", type=float, default=100.0, help="beta of attribution_matching")
+    parser.add_argument("--multilayer", action="store_true", help=f"also match {MULTI_LAYERS} at once")
+    parser.add_argument("--eval-samples", type=int, default=500)
+    parser.add_argument("--ir-samples", type=int, default=32)
+    parser.add_argument("--cluttered-samples", type=int, default=300)
+    parser.add_argument("--fresh-teacher", action="store_true")
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "attribution_preservation")
+    args = parser.parse_args()
+    if args.quick:
+        args.algorithms = args.algorithms if len(args.algorithms) < len(ALGORITHMS) else ["int8"]
+        args.seeds, args.max_steps, args.teacher_epochs, args.width = args.seeds[:1], 4, 1, 4
+        args.eval_samples, args.ir_samples, args.cluttered_samples = 16, 2, 16
+    (args.output / "nncf_logs").mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    data = load_data(args.quick)
+    print(f"data: {data.description}")
+    cluttered = make_cluttered_dataset(data.test, 2 * data.image_shape[-1], num_clutter=3, seed=0, num_samples=args.cluttered_samples)
+    teacher = cached_teacher(data, args)
+    teacher_maps = attribution_maps(teacher, cluttered.images, "grad_cam", target=cluttered.labels, layer=LAYER, upsample_to_input=True)
+    teacher_scores = {"accuracy": accuracy(teacher, data.test), "localization": summarize(localization_scores(teacher_maps, cluttered.masks))}
+    print(f"teacher: accuracy {teacher_scores['accuracy']:.4f}, localization {teacher_scores['localization']}")
+
+    variant_blocks = variants(args)
+    if args.quick:
+        variant_blocks = {name: variant_blocks[name] for name in ("naive", "wcam")}
+    grid_inputs = data.test.tensors[0][:8]
+    grid_target = teacher(grid_inputs).argmax(1)
+    runs, summary = {}, {}
+    jobs = [(a, v, s) for a in args.algorithms for v in variant_blocks for s in args.seeds]
+    with tempfile.TemporaryDirectory(prefix="nncf_wcam_irs_") as ir_root:
+        for algorithm, variant, seed in tqdm(jobs, desc="students"):
+            ctrl, student = run_one(teacher, [ALGORITHMS[algorithm], *variant_blocks[variant]], data, seed, args)
+            result = evaluate_student(teacher, student, ctrl, data, cluttered, args, Path(ir_root) / f"{algorithm}_{variant}_{seed}")
+            runs.setdefault(algorithm, {}).setdefault(variant, []).append(result)
+            tqdm.write(f"{algorithm:>18} {variant:>10} seed {seed}: acc {result['accuracy']:.4f}, Grad-CAM r {result['grad_cam']['pearson']:.3f}, saliency r {result['saliency']['pearson']:.3f}")
+            if seed == args.seeds[0]:
+                grid = runs.setdefault("_grid", {}).setdefault(algorithm, {})
+                grid[variant] = attribution_maps(student, grid_inputs, "grad_cam", target=grid_target, layer=LAYER)
+        for algorithm in args.algorithms:
+            summary[algorithm] = {variant: aggregate(runs[algorithm][variant]) for variant in variant_blocks}
+            rows = {"teacher": attribution_maps(teacher, grid_inputs, "grad_cam", target=grid_target, layer=LAYER)}
+            rows.update({name: runs["_grid"][algorithm][name] for name in ("naive", "wcam", "wcam_multi") if name in runs["_grid"][algorithm]})
+            plot_map_grid(grid_inputs, rows, args.output / f"gradcam_grid_{algorithm}.png")
+    runs.pop("_grid")
+    variant_names = list(variant_blocks)
+    bar_chart(summary, variant_names, args.output / "gradcam_agreement.png")
+    markdown = table(summary, teacher_scores, variant_names)
+    elapsed = time.time() - started
+    header = f"{data.description}; SmallCNN(width={args.width}), matched layer {LAYER}, beta {args.weight}; seeds {args.seeds}; {args.epochs} fine-tuning epoch(s); wall time {elapsed / 60:.1f} min.\n\n"
+    write_text(args.output / "table.md", header + markdown)
+    write_text(args.output / "results.json", json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "data": data.description, "teacher": teacher_scores, "summary": summary, "runs": runs}, indent=2))
+    print(header + markdown)
+
+
+if __name__ == "__main__":
+    main()
