@@ -66,8 +66,15 @@ def ewa_map(activation: torch.Tensor, channel_mask: Optional[torch.Tensor] = Non
 
 
 def normalize_maps(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Per-sample L2 normalization of flattened maps; an all-zero map stays zero (no NaN)."""
-    return F.normalize(maps.flatten(1), p=2, dim=1, eps=eps)
+    """Per-sample L2 normalization of flattened maps; an all-zero map stays zero (no NaN).
+
+    Half-precision maps (bf16/fp16 autocast) are normalized in float32: the sum of squares and
+    the difference of unit maps lose most of their precision in 8 mantissa bits.
+    """
+    maps = maps.flatten(1)
+    if maps.dtype in (torch.float16, torch.bfloat16):
+        maps = maps.float()
+    return F.normalize(maps, p=2, dim=1, eps=eps)
 
 
 def select_logits(output: Any, logits_output: LogitsSelector = None) -> torch.Tensor:
@@ -81,6 +88,8 @@ def select_logits(output: Any, logits_output: LogitsSelector = None) -> torch.Te
             "of the output that holds the logits."
         )
         raise ValueError(msg)
+    if isinstance(logits_output, float) and logits_output.is_integer():
+        logits_output = int(logits_output)  # JSON Schema integers may arrive as 1.0
     try:
         logits = output[logits_output]
     except (KeyError, IndexError, TypeError) as e:
@@ -108,7 +117,7 @@ def resolve_layers(model: nn.Module, names: Sequence[str]) -> list:
     modules = []
     for name in names:
         if name not in valid:
-            msg = f"Layer '{name}' does not exist in {type(model).__name__}. Layers that do: {', '.join(valid)}."
+            msg = f"Layer {name!r} does not exist in {type(model).__name__}. Layers that do: {', '.join(valid)}."
             raise LayerNameError(msg)
         modules.append(model.get_submodule(name))
     return modules
@@ -157,8 +166,10 @@ class ActivationCapture:
     """Forward hooks that keep the latest output of named layers while `active()` says so.
 
     With `make_leaf=True` (the frozen teacher, which has no parameter requiring grad) the first
-    captured output that does not require grad is turned into a leaf that does, so that the
-    gradients of the logits with respect to it, and to every layer after it, exist.
+    captured output that does not require grad is turned into a leaf that does, and grad mode is
+    switched on from there, so that the gradients of the logits with respect to it, and to every
+    layer after it, exist. Run such a forward under `torch.no_grad()`: the context restores the
+    grad mode when it exits, and nothing before the first matched layer is recorded.
     A module called several times per forward keeps its last call.
     """
 
@@ -176,6 +187,8 @@ class ActivationCapture:
                 msg = f"Layer '{name}' returned a {type(output).__name__}; attribution matching needs a tensor output."
                 raise LayerNameError(msg)
             if self._make_leaf and not output.requires_grad:
+                # The teacher runs under no_grad up to here: the layers before it record no graph.
+                torch.set_grad_enabled(True)
                 output = output.detach().requires_grad_(True)
                 self.activations[name] = output
                 return output

@@ -5,8 +5,10 @@ truncated or malformed file raises `DataError` naming the file and the fix.
 """
 
 import gzip
+import math
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -54,11 +56,15 @@ def read_idx(path: os.PathLike) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: a corrupted deflate stream inside a .gz
         msg = f"Cannot read IDX file {path}: {e}. The file is corrupted or truncated; replace it with a complete copy."
         raise DataError(msg) from e
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         msg = f"{path} is not an IDX file (bad magic number). Expected the MNIST/FashionMNIST IDX format."
+        raise DataError(msg)
+    if raw[2] not in IDX_DTYPES:
+        codes = ", ".join(f"0x{code:02X}" for code in IDX_DTYPES)
+        msg = f"{path} is not an IDX file: unknown data type code 0x{raw[2]:02X} in its magic number (IDX uses {codes})."
         raise DataError(msg)
     ndim = raw[3]
     header_size = 4 + 4 * ndim
@@ -67,7 +73,7 @@ def read_idx(path: os.PathLike) -> np.ndarray:
         raise DataError(msg)
     shape = struct.unpack(f">{ndim}I", raw[4:header_size])
     dtype = np.dtype(IDX_DTYPES[raw[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # exact: np.prod overflows int64 on a corrupted header
     if len(raw) - header_size != expected:
         msg = (
             f"IDX file {path} holds {len(raw) - header_size} data bytes, but its header {shape} "
@@ -95,11 +101,22 @@ def load_idx_pair(root: os.PathLike, split: str = "test") -> tuple:
     if images.ndim != 3 or images.shape[1:] != (28, 28):
         msg = f"{images_path}: expected 28 x 28 images, found shape {images.shape}. Is this an MNIST-format image file?"
         raise DataError(msg)
+    if len(images) == 0:
+        msg = f"{images_path} holds no images. Replace it with a complete copy."
+        raise DataError(msg)
+    if images.dtype != np.uint8:
+        msg = f"{images_path}: expected unsigned-byte pixels (IDX type 0x08), found {images.dtype}. Is this an MNIST-format image file?"
+        raise DataError(msg)
+    if not np.issubdtype(labels.dtype, np.integer):
+        msg = f"{labels_path}: expected integer labels, found {labels.dtype}. Is this an MNIST-format label file?"
+        raise DataError(msg)
     if labels.ndim != 1 or len(labels) != len(images):
         msg = f"{labels_path}: {labels.shape} labels for {len(images)} images in {images_path}. The files do not match."
         raise DataError(msg)
-    if labels.min() < 0 or labels.max() >= NUM_CLASSES:
-        msg = f"{labels_path}: label {int(labels.max())} out of range [0, {NUM_CLASSES}). The file is corrupted."
+    out_of_range = (labels < 0) | (labels >= NUM_CLASSES)
+    if out_of_range.any():
+        index = int(np.argmax(out_of_range))
+        msg = f"{labels_path}: label {int(labels[index])} (entry {index}) out of range [0, {NUM_CLASSES}). The file is corrupted."
         raise DataError(msg)
     return images, labels.astype(np.int64)
 
@@ -125,6 +142,14 @@ def load_mnist(root: os.PathLike, name: str = "mnist") -> DatasetSplit:
         train_images, train_labels = load_idx_pair(root, "train")
         description = f"{name} from {root}: official split, {len(train_labels)} train / {len(test_labels)} test"
     else:
+        if len(test_labels) <= TEST_SET_TRAIN_PART:
+            images_path = _find_idx_file(root, MNIST_FILES["test"][0])
+            msg = (
+                f"{images_path} holds {len(test_labels)} images: without the training files, the first "
+                f"{TEST_SET_TRAIN_PART} train and the rest evaluate, which leaves nothing to evaluate. "
+                f"Fix: add {MNIST_FILES['train'][0]}.gz and {MNIST_FILES['train'][1]}.gz to {root}, or use the full test set."
+            )
+            raise DataError(msg)
         train_images, train_labels = test_images[:TEST_SET_TRAIN_PART], test_labels[:TEST_SET_TRAIN_PART]
         test_images, test_labels = test_images[TEST_SET_TRAIN_PART:], test_labels[TEST_SET_TRAIN_PART:]
         description = (

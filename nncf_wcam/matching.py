@@ -107,7 +107,7 @@ class AttributionMatcher:
         self.layer_weights = [float(w) for w in layer_weights] if layer_weights is not None else [1.0] * len(layers)
         self.stochastic_drop = float(stochastic_drop)
         self.logits_output = logits_output
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(int(seed))  # JSON Schema integers may arrive as 3.0
         self.last_layer_losses = {}
         self.last_maps = {}  # name -> (teacher map, student map), detached, before normalization
         self.last_target = None
@@ -120,7 +120,7 @@ class AttributionMatcher:
         student_modules = dict(zip(self.layers, resolve_layers(student, self.layers)))
         teacher_modules = dict(zip(self.layers, resolve_layers(teacher, self.layers)))
         self._student_capture = ActivationCapture(student_modules, active=lambda: self._capturing)
-        self._teacher_capture = ActivationCapture(teacher_modules, active=lambda: self._teacher_running, make_leaf=True)
+        self._teacher_capture = ActivationCapture(teacher_modules, active=lambda: self._teacher_running, make_leaf=method == "wcam")
         self._handles = [
             student.register_forward_pre_hook(self._on_student_forward_start),
             student.register_forward_hook(self._on_student_forward_end, with_kwargs=True),
@@ -194,8 +194,9 @@ class AttributionMatcher:
         args, kwargs = self._inputs
         self._teacher_running = True
         try:
-            # WCAM needs the teacher's gradients; EWA only its activations.
-            with torch.set_grad_enabled(self.method == "wcam"):
+            # No graph before the first matched layer; its capture hook switches grad mode on (WCAM needs
+            # the teacher's gradients from there on, EWA only its activations).
+            with torch.no_grad():
                 output = self.teacher(*args, **kwargs)
         finally:
             self._teacher_running = False

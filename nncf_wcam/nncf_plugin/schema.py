@@ -70,6 +70,7 @@ ATTRIBUTION_MATCHING_SCHEMA = {
         "seed": {
             "type": "integer",
             "minimum": 0,
+            "maximum": 2**64 - 1,  # torch.Generator.manual_seed overflows above
             "default": ATTRIBUTION_MATCHING_DEFAULTS["seed"],
             "description": "Seed of the algorithm's own random generator for the channel drop "
             "(the global RNG is left untouched).",
