@@ -102,22 +102,34 @@ def cached_teacher(data, args) -> SmallCNN:
     return teacher.eval()
 
 
-def agreement(teacher, student, x, method, target, **options) -> dict:
-    teacher_maps = attribution_maps(teacher, x, method, target=target, **options)
-    student_maps = attribution_maps(student, x, method, target=target, **options)
-    return summarize(map_agreement(teacher_maps, student_maps))
+class TeacherMaps:
+    """The teacher's maps per method, computed once and reused for every student."""
+
+    def __init__(self, teacher, x, target, ig_samples: int):
+        self.teacher, self.x, self.target = teacher, x, target
+        self.ig_samples = ig_samples
+        self._maps = {}
+
+    def options(self, method: str) -> dict:
+        return {"grad_cam": {"layer": LAYER}, "integrated_gradients": {"n_steps": 16}}.get(method, {})
+
+    def inputs(self, method: str):
+        n = self.ig_samples if method == "integrated_gradients" else len(self.x)
+        return self.x[:n], self.target[:n]
+
+    def agreement(self, student, method: str) -> dict:
+        x, target = self.inputs(method)
+        if method not in self._maps:
+            self._maps[method] = attribution_maps(self.teacher, x, method, target=target, **self.options(method))
+        student_maps = attribution_maps(student, x, method, target=target, **self.options(method))
+        return summarize(map_agreement(self._maps[method], student_maps))
 
 
-def evaluate_student(teacher, student, ctrl, data, cluttered, args, ir_dir: Path) -> dict:
-    x = data.test.tensors[0][: args.eval_samples]
-    target = teacher(x).argmax(1)
-    cam_options = {"layer": LAYER}
-    result = {
-        "accuracy": accuracy(student, data.test),
-        "grad_cam": agreement(teacher, student, x, "grad_cam", target, **cam_options),
-        "saliency": agreement(teacher, student, x, "saliency", target),
-        "integrated_gradients": agreement(teacher, student, x, "integrated_gradients", target, n_steps=16),
-    }
+def evaluate_student(teacher_maps: TeacherMaps, student, ctrl, data, cluttered, args, ir_dir: Path) -> dict:
+    teacher, x = teacher_maps.teacher, teacher_maps.x
+    result = {"accuracy": accuracy(student, data.test)}
+    for method in ("grad_cam", "saliency", "integrated_gradients"):
+        result[method] = teacher_maps.agreement(student, method)
     maps = attribution_maps(student, cluttered.images, "grad_cam", target=cluttered.labels, layer=LAYER, upsample_to_input=True)
     result["localization"] = summarize(localization_scores(maps, cluttered.masks))
     x_ir = x[: args.ir_samples]
@@ -218,11 +230,12 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs per student")
     parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--teacher-epochs", type=int, default=3)
+    parser.add_argument("--teacher-epochs", type=int, default=6)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--weight", type=float, default=100.0, help="beta of attribution_matching")
     parser.add_argument("--multilayer", action="store_true", help=f"also match {MULTI_LAYERS} at once")
     parser.add_argument("--eval-samples", type=int, default=500)
+    parser.add_argument("--ig-samples", type=int, default=100, help="samples for Integrated Gradients (16 steps each)")
     parser.add_argument("--ir-samples", type=int, default=32)
     parser.add_argument("--cluttered-samples", type=int, default=300)
     parser.add_argument("--fresh-teacher", action="store_true")
@@ -231,17 +244,19 @@ def main() -> None:
     if args.quick:
         args.algorithms = args.algorithms if len(args.algorithms) < len(ALGORITHMS) else ["int8"]
         args.seeds, args.max_steps, args.teacher_epochs, args.width = args.seeds[:1], 4, 1, 4
-        args.eval_samples, args.ir_samples, args.cluttered_samples = 16, 2, 16
+        args.eval_samples, args.ir_samples, args.cluttered_samples, args.ig_samples = 16, 2, 16, 4
     (args.output / "nncf_logs").mkdir(parents=True, exist_ok=True)
     started = time.time()
     data = load_data(args.quick)
     print(f"data: {data.description}")
     cluttered = make_cluttered_dataset(data.test, 2 * data.image_shape[-1], num_clutter=3, seed=0, num_samples=args.cluttered_samples)
     teacher = cached_teacher(data, args)
-    teacher_maps = attribution_maps(teacher, cluttered.images, "grad_cam", target=cluttered.labels, layer=LAYER, upsample_to_input=True)
-    teacher_scores = {"accuracy": accuracy(teacher, data.test), "localization": summarize(localization_scores(teacher_maps, cluttered.masks))}
+    cluttered_maps = attribution_maps(teacher, cluttered.images, "grad_cam", target=cluttered.labels, layer=LAYER, upsample_to_input=True)
+    teacher_scores = {"accuracy": accuracy(teacher, data.test), "localization": summarize(localization_scores(cluttered_maps, cluttered.masks))}
     print(f"teacher: accuracy {teacher_scores['accuracy']:.4f}, localization {teacher_scores['localization']}")
 
+    x_eval = data.test.tensors[0][: args.eval_samples]
+    teacher_maps = TeacherMaps(teacher, x_eval, teacher(x_eval).argmax(1), args.ig_samples)
     variant_blocks = variants(args)
     if args.quick:
         variant_blocks = {name: variant_blocks[name] for name in ("naive", "wcam")}
@@ -252,7 +267,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nncf_wcam_irs_") as ir_root:
         for algorithm, variant, seed in tqdm(jobs, desc="students"):
             ctrl, student = run_one(teacher, [ALGORITHMS[algorithm], *variant_blocks[variant]], data, seed, args)
-            result = evaluate_student(teacher, student, ctrl, data, cluttered, args, Path(ir_root) / f"{algorithm}_{variant}_{seed}")
+            result = evaluate_student(teacher_maps, student, ctrl, data, cluttered, args, Path(ir_root) / f"{algorithm}_{variant}_{seed}")
             runs.setdefault(algorithm, {}).setdefault(variant, []).append(result)
             tqdm.write(f"{algorithm:>18} {variant:>10} seed {seed}: acc {result['accuracy']:.4f}, Grad-CAM r {result['grad_cam']['pearson']:.3f}, saliency r {result['saliency']['pearson']:.3f}")
             if seed == args.seeds[0]:
