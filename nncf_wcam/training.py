@@ -83,7 +83,16 @@ def make_optimizer(params, spec: Optional[dict] = None) -> torch.optim.Optimizer
     raise ValueError(msg)
 
 
-def train_teacher(model: nn.Module, data: Dataset, epochs: int = 5, lr: float = 2e-3, batch_size: int = 64, seed: int = 0, progress: bool = False) -> nn.Module:
+def train_teacher(
+    model: nn.Module,
+    data: Dataset,
+    epochs: int = 5,
+    lr: float = 2e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: bool = False,
+    logits_output: LogitsSelector = None,
+) -> nn.Module:
     """Plain supervised training of the uncompressed model (the teacher)."""
     torch.manual_seed(seed)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
@@ -92,9 +101,83 @@ def train_teacher(model: nn.Module, data: Dataset, epochs: int = 5, lr: float = 
     for epoch in range(epochs):
         for x, y in tqdm(loader, desc=f"teacher epoch {epoch + 1}/{epochs}", disable=not progress, leave=False):
             optimizer.zero_grad()
-            F.cross_entropy(model(x), y).backward()
+            F.cross_entropy(select_logits(model(x), logits_output), y).backward()
             optimizer.step()
     return model.eval()
+
+
+def make_lr_scheduler(optimizer: torch.optim.Optimizer, spec: Optional[dict] = None, epochs: int = 1):
+    """A per-epoch LR schedule from the optimizer block's `"schedule_type"` (NNCF samples' names), or None.
+
+    "multistep" (`"steps": [epochs...]`, `"gamma"`), "step" (`"step"`, `"gamma"`), "cosine"
+    (down to `"min_lr"` over the run's epochs), "constant" / absent: no schedule.
+    """
+    spec = spec or {}
+    kind = str(spec.get("schedule_type", "constant")).lower()
+    gamma = spec.get("gamma", 0.1)
+    if kind in ("constant", "none", "fixed"):
+        return None
+    if kind == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(spec.get("steps", [])), gamma=gamma)
+    if kind == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=spec.get("step", 1), gamma=gamma)
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1), eta_min=spec.get("min_lr", 0.0))
+    msg = f"Unknown schedule_type '{kind}' in the optimizer block. Use 'constant', 'multistep', 'step' or 'cosine'."
+    raise ValueError(msg)
+
+
+def _value(loss) -> float:
+    return float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+
+
+def train_epoch(
+    compression_ctrl,
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    epochs: int,
+    max_steps: Optional[int] = None,
+    logits_output: LogitsSelector = None,
+    progress: bool = False,
+    device: Optional[torch.device] = None,
+    desc: str = "compress",
+) -> list:
+    """One epoch of compression-aware training (epoch is 0-based); returns per-step loss records.
+
+    `model` may be the compressed model or its DistributedDataParallel wrapper. The loader's sampler
+    gets `set_epoch(epoch)`, so with a seeded sampler (`distributed.make_sampler`) the data order is a
+    function of (seed, epoch) alone: what makes a resumed run equal an uninterrupted one.
+    `max_steps` caps the steps of this epoch (smoke tests).
+    """
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    am_ctrl = attribution_controller(compression_ctrl)
+    compression_ctrl.scheduler.epoch_step()
+    model.train()
+    records = []
+    total = len(loader) if max_steps is None else min(len(loader), max_steps)
+    bar = tqdm(loader, total=total, desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+    for step, (x, y) in enumerate(bar):
+        if max_steps is not None and step >= max_steps:
+            break
+        if device is not None:
+            x, y = x.to(device), y.to(device)
+        compression_ctrl.scheduler.step()
+        optimizer.zero_grad()
+        task_loss = F.cross_entropy(select_logits(model(x), logits_output), y)
+        compression_loss = compression_ctrl.loss()
+        (task_loss + compression_loss).backward()
+        optimizer.step()
+        record = {"epoch": epoch, "step": step, "task_loss": float(task_loss.detach()), "compression_loss": _value(compression_loss)}
+        if am_ctrl is not None:
+            record["attribution_loss"] = _value(am_ctrl.loss())
+        records.append(record)
+        bar.set_postfix(task=f"{record['task_loss']:.3f}", compression=f"{record['compression_loss']:.3f}")
+    bar.close()
+    return records
 
 
 def fine_tune(
@@ -127,7 +210,7 @@ def fine_tune(
             (task_loss + compression_loss).backward()
             optimizer.step()
             history.append({"task_loss": task_loss.item(), "compression_loss": compression_loss.item()})
-            bar.set_postfix(task=f"{float(task_loss):.3f}", compression=f"{float(compression_loss):.3f}")
+            bar.set_postfix(task=f"{history[-1]['task_loss']:.3f}", compression=f"{history[-1]['compression_loss']:.3f}")
             steps += 1
             if max_steps is not None and steps >= max_steps:
                 return history

@@ -1,0 +1,185 @@
+"""The `nncf-wcam` command line end to end on configs/tiny_test.json: compress, export, evaluate, errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import nncf_wcam  # noqa: F401  (must precede nncf.torch)
+from nncf_wcam import cli
+from nncf_wcam.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).parents[1]
+TINY = ROOT / "configs" / "tiny_test.json"
+FAST = ["--teacher-epochs", "1", "--max-steps", "2", "--eval-samples", "8", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """One `compress --compare-naive` run shared by the tests of this module."""
+    output = tmp_path_factory.mktemp("cli") / "tiny"
+    code = cli.main(["compress", "--config", str(TINY), "--output", str(output), "--compare-naive", *FAST])
+    assert code == 0
+    return output
+
+
+def test_compress_writes_every_output(run_dir):
+    for name in ("teacher.pt", "checkpoint.pt", "naive/checkpoint.pt", "ir/model.xml", "ir/model.bin", "ir/manifest.json", "report.json"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "attribution_maps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]  # no staging leftovers
+    assert (run_dir / "nncf_logs").is_dir()  # NNCF's .dot files go there, not into the cwd
+
+    checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
+    assert checkpoint["epoch"] == checkpoint["epochs"] == 2
+    assert "builder_state" in checkpoint["compression_state"] and "ctrl_state" in checkpoint["compression_state"]
+    assert "generator_state" in checkpoint["compression_state"]["ctrl_state"]["attribution_matching"]["loss_state"]
+    assert checkpoint["teacher_state_dict"] and checkpoint["optimizer"]["state"] and "torch" in checkpoint["rng"]
+    assert len(checkpoint["history"]) == 4 and checkpoint["matched_layers"] == ["features.9"]
+
+
+def test_report_contents(run_dir):
+    report = json.loads((run_dir / "report.json").read_text())
+    evaluated = report["evaluation"]
+    assert set(evaluated["students"]) == {"attribution_matching", "naive"}
+    for entry in evaluated["students"].values():
+        assert 0.0 <= entry["accuracy"] <= 1.0
+        assert -1.0 <= entry["grad_cam_agreement"]["pearson"] <= 1.0
+        assert set(entry["grad_cam_agreement"]) == {"pearson", "spearman", "cosine", "iou"}
+        assert "quantization" in entry["compression"]["algorithms"]
+    assert evaluated["students"]["attribution_matching"]["algorithms"] == ["quantization", "attribution_matching"]
+    assert evaluated["students"]["naive"]["algorithms"] == ["quantization"]
+    assert evaluated["layer"] == "features.9" and evaluated["samples"] == 8
+    ir = evaluated["ir"]
+    assert ir["parity"]["top1_agreement"] >= 0.99 and ir["precision"] == "int8"
+    assert -1.0 <= ir["occlusion_agreement"]["pearson"] <= 1.0
+    assert report["dataset"]["name"] == "digits" and report["dataset"]["image_shape"] == [1, 8, 8]
+    assert {"teacher_s", "attribution_matching_training_s", "naive_training_s", "export_s", "evaluation_s", "total_s"} <= set(report["timings"])
+
+
+def test_existing_run_needs_resume(run_dir, capsys):
+    code = cli.main(["compress", "--config", str(TINY), "--output", str(run_dir), *FAST])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--resume" in err and len(err.splitlines()) == 1
+
+
+def test_resume_of_finished_run_only_reports(run_dir, capsys):
+    before = load_checkpoint(run_dir / "checkpoint.pt")["state_dict"]
+    code = cli.main(["compress", "--config", str(TINY), "--output", str(run_dir), "--resume", *FAST])
+    assert code == 0
+    after = load_checkpoint(run_dir / "checkpoint.pt")["state_dict"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert "resuming after epoch 2/2" in capsys.readouterr().out
+
+
+def test_export_from_checkpoint(run_dir, tmp_path, capsys):
+    output = tmp_path / "ir_static"
+    code = cli.main(["export", "--checkpoint", str(run_dir / "checkpoint.pt"), "--output", str(output), "--static-shape", "--eval-samples", "4"])
+    assert code == 0
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["input_shape"] == [1, 1, 8, 8] and not manifest["dynamic_batch"]
+    assert manifest["parity"]["top1_agreement"] == 1.0
+    assert sorted(p.name for p in output.iterdir()) == ["manifest.json", "model.bin", "model.xml"]
+    # The restored model is the trained one: the IR's parity was checked against it, and its logits
+    # match the IR written by compress.
+    assert "Exported" in capsys.readouterr().out
+
+
+def test_evaluate_from_checkpoint(run_dir, tmp_path, capsys):
+    report = tmp_path / "eval.json"
+    figure = tmp_path / "maps.png"
+    code = cli.main(
+        ["evaluate", "--checkpoint", str(run_dir / "checkpoint.pt"), "--ir", str(run_dir / "ir"), "--eval-samples", "8", "--output", str(report), "--figure", str(figure)]
+    )
+    assert code == 0
+    evaluated = json.loads(report.read_text())
+    assert figure.is_file()
+    # The restored student and teacher are the trained ones: same scores as compress reported.
+    compressed = json.loads((run_dir / "report.json").read_text())["evaluation"]
+    assert evaluated["teacher"]["accuracy"] == compressed["teacher"]["accuracy"]
+    ours, theirs = evaluated["students"]["attribution_matching"], compressed["students"]["attribution_matching"]
+    assert ours["accuracy"] == theirs["accuracy"]
+    assert ours["grad_cam_agreement"]["pearson"] == pytest.approx(theirs["grad_cam_agreement"]["pearson"], abs=1e-6)
+    assert evaluated["ir"]["accuracy"] == compressed["ir"]["accuracy"]
+    assert "IR (CPU)" in capsys.readouterr().out
+
+
+def _bad_json(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text('{"model": "small_cnn",')
+    return path
+
+
+def _config_with(tmp_path, **changes):
+    data = json.loads(TINY.read_text())
+    data.update(changes)
+    path = tmp_path / "changed.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    "make_args, expected",
+    [
+        (lambda tmp: ["--config", str(tmp / "missing.json")], "Config file not found"),
+        (lambda tmp: ["--config", str(_bad_json(tmp))], "not valid JSON"),
+        (lambda tmp: ["--config", str(_config_with(tmp, dataset={"name": "imagenet"}))], "Unknown dataset 'imagenet'"),
+        (lambda tmp: ["--config", str(_config_with(tmp, dataset={"name": "mnist", "root": str(tmp / "nowhere")}))], "Dataset folder not found"),
+        (lambda tmp: ["--config", str(TINY), "--device", "MYRIAD"], "MYRIAD"),
+        (lambda tmp: ["--config", str(TINY), "--device", "NPU"], "not available on this machine"),
+        (lambda tmp: ["--config", str(_config_with(tmp, model="vgg99"))], "Unknown model 'vgg99'"),
+        (lambda tmp: ["--config", str(_config_with(tmp, input_info={"sample_size": [1, 1, 16, 16]}))], "does not match"),
+    ],
+    ids=["missing-config", "bad-json", "unknown-dataset", "missing-data-folder", "removed-device", "absent-device", "unknown-model", "shape-mismatch"],
+)
+def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys, make_args, expected):
+    output = tmp_path / "out"
+    code = cli.main(["compress", *make_args(tmp_path), "--output", str(output), *FAST])
+    assert code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in captured.err
+    assert not output.exists()  # nothing written for a rejected command
+
+
+def test_bad_checkpoint_exit_2(tmp_path, capsys):
+    fake = tmp_path / "checkpoint.pt"
+    fake.write_bytes(b"not a checkpoint")
+    for command in (["export", "--output", str(tmp_path / "ir")], ["evaluate"]):
+        assert cli.main([command[0], "--checkpoint", str(fake), *command[1:]]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Cannot read Checkpoint" in err
+    assert cli.main(["evaluate", "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert "Checkpoint not found" in capsys.readouterr().err
+
+
+def test_console_script_reports_errors_in_one_line(tmp_path):
+    """The installed entry point: exit code 2, one line on stderr, no traceback."""
+    env = dict(os.environ)
+    command = [sys.executable, "-m", "nncf_wcam.cli", "compress", "--config", str(tmp_path / "nope.json"), "--output", str(tmp_path / "o")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if "nncf-wcam" in line] == [
+        f"nncf-wcam compress: error: Config file not found: {tmp_path / 'nope.json'}. Pass the path of an NNCF JSON config (see configs/)."
+    ]
+
+
+def test_usage_errors_exit_2_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["compress", "--config", str(TINY)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "the following arguments are required: --output" in err
+
+
+def test_resume_with_a_changed_config_is_refused(run_dir, tmp_path, capsys):
+    changed = _config_with(tmp_path, compression=[{"algorithm": "quantization"}])
+    assert cli.main(["compress", "--config", str(changed), "--output", str(run_dir), "--resume", *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "differs from the one" in err

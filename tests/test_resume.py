@@ -1,0 +1,87 @@
+"""A compress run interrupted after epoch 1 and resumed ends bit-exactly where an uninterrupted run ends."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import nncf_wcam  # noqa: F401  (must precede nncf.torch)
+from nncf_wcam import cli
+from nncf_wcam.checkpoint import load_checkpoint
+from nncf_wcam.checkpoint import build_model
+from nncf_wcam.checkpoint import model_spec
+from nncf_wcam.checkpoint import save_teacher
+from nncf_wcam.data import load_dataset
+from nncf_wcam.training import train_teacher
+
+TINY = Path(__file__).parents[1] / "configs" / "tiny_test.json"
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory):
+    spec = model_spec({"model": "small_cnn", "model_kwargs": {"width": 4}}, 1, 10)
+    data = load_dataset({"name": "digits", "image_size": 8})
+    model = train_teacher(build_model(spec), data.train, epochs=1, batch_size=32)
+    return save_teacher(tmp_path_factory.mktemp("teacher") / "teacher.pt", model, spec)
+
+
+def _args(output, teacher):
+    # 2 epochs (the config's), 3 steps each; the config has stochastic channel drop (the matcher's own RNG).
+    return ["compress", "--config", str(TINY), "--output", str(output), "--teacher", str(teacher), "--max-steps", "3", "--eval-samples", "4", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, teacher_file):
+    """The uninterrupted run."""
+    output = tmp_path_factory.mktemp("straight") / "run"
+    assert cli.main(_args(output, teacher_file)) == 0
+    return output
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, teacher_file, straight, monkeypatch):
+    interrupted = tmp_path / "interrupted"
+
+    real_save = cli.save_checkpoint
+
+    def save_then_interrupt(path, **fields):
+        real_save(path, **fields)
+        if fields["epoch"] == 1:
+            raise KeyboardInterrupt  # as if Ctrl-C hit right after the epoch-1 checkpoint
+
+    monkeypatch.setattr(cli, "save_checkpoint", save_then_interrupt)
+    assert cli.main(_args(interrupted, teacher_file)) == cli.EXIT_INTERRUPTED
+    monkeypatch.undo()
+    assert load_checkpoint(interrupted / "checkpoint.pt")["epoch"] == 1
+    assert not (interrupted / "report.json").exists() and not (interrupted / "ir").exists()
+
+    # Scramble every global RNG: the resumed run must restore what it needs.
+    torch.manual_seed(12345)
+    torch.rand(100)
+    assert cli.main([*_args(interrupted, teacher_file), "--resume"]) == 0
+
+    a = load_checkpoint(straight / "checkpoint.pt")
+    b = load_checkpoint(interrupted / "checkpoint.pt")
+    assert a["epoch"] == b["epoch"] == 2
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    different = [k for k in a["state_dict"] if not torch.equal(a["state_dict"][k], b["state_dict"][k])]
+    assert not different, f"tensors differ after resume: {different}"
+    assert a["history"] == b["history"]  # every step's losses, bit for bit
+    assert a["compression_state"] == b["compression_state"]  # drop-mask generator included
+    for group_a, group_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(group_a[k], group_b[k]) for k in group_a)
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+
+
+def test_restore_brings_back_the_attribution_teacher(tmp_path, straight):
+    """The restored attribution_matching teacher is the saved teacher, not the student's weights."""
+    from nncf_wcam.checkpoint import restore_compressed_model
+    from nncf_wcam.training import attribution_controller
+
+    checkpoint = load_checkpoint(straight / "checkpoint.pt")
+    ctrl, _, teacher = restore_compressed_model(checkpoint, log_dir=tmp_path)
+    restored = attribution_controller(ctrl).teacher.state_dict()
+    saved = checkpoint["teacher_state_dict"]
+    assert all(torch.equal(restored[k], saved[k]) for k in saved)
+    assert all(torch.equal(teacher.state_dict()[k], saved[k]) for k in saved)
+    student = checkpoint["state_dict"]
+    assert not torch.equal(student["features.0.weight"], saved["features.0.weight"])  # the student did move
