@@ -6,6 +6,7 @@ requires) and registers the `attribution_matching` and `saliency_guided`
 algorithms in NNCF's config schema and algorithm registry.
 """
 
+import logging
 import os
 import sys
 
@@ -33,6 +34,21 @@ def _enable_legacy_tracing() -> None:
 
 
 _enable_legacy_tracing()
+
+
+class _TorchVersionNoticeFilter(logging.Filter):
+    """NNCF 2.19 warns at import that it was tested with torch 2.9; with 2.13 it works (DESIGN.md §2).
+
+    Every CLI call, error exits included, would start with that line: keep it out.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "NNCF provides best results with torch" not in record.getMessage()
+
+
+from nncf.common.logging import nncf_logger  # noqa: E402  (nncf, not nncf.torch: tracing is set above)
+
+nncf_logger.addFilter(_TorchVersionNoticeFilter())
 
 __version__ = "0.1.0"
 

@@ -528,6 +528,7 @@ def plot_map_grid(
     try:
         with os.fdopen(descriptor, "wb") as tmp:
             fig.savefig(tmp, format="png", dpi=100)
+        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a figure is for everyone to read
         os.replace(tmp_name, path)
     except BaseException:
         if os.path.exists(tmp_name):

@@ -53,6 +53,9 @@ def compress(model: nn.Module, config: NNCFConfig, train_data: Dataset, batch_si
     """`create_compressed_model` with NNCF's default init args (range init, BN adaptation) on `train_data`."""
     batch_size = batch_size or config.get("batch_size", 64)
     loader = DataLoader(train_data, batch_size=batch_size, shuffle=False)
+    # NNCF registers the init args on the config object itself and refuses a second registration:
+    # work on a copy so that one config can build several models (e.g. with and without matching).
+    config = NNCFConfig.from_dict(json.loads(json.dumps(dict(config))))
     config = register_default_init_args(config, loader, criterion=nn.CrossEntropyLoss())
     return create_compressed_model(model, config, compression_state=compression_state)
 
