@@ -100,12 +100,16 @@ def train_teacher(
     torch.manual_seed(seed)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    # Cosine decay to zero: the last steps are small, so the BatchNorm running statistics that
+    # eval mode uses match the final weights (a constant LR left eval accuracy erratic).
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * len(loader)))
     model.train()
     for epoch in range(epochs):
         for x, y in tqdm(loader, desc=f"teacher epoch {epoch + 1}/{epochs}", disable=not progress, leave=False):
             optimizer.zero_grad()
             F.cross_entropy(select_logits(model(x), logits_output), y).backward()
             optimizer.step()
+            schedule.step()
     return model.eval()
 
 
