@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from nncf_wcam.checkpoint import atomic_torch_save, atomic_write_text
 from nncf_wcam.data import load_digits, load_mnist, shared_mnist_root
 from nncf_wcam.evaluation import attribution_maps, compare_ir_occlusion, map_agreement, plot_map_grid, summarize
 from nncf_wcam.evaluation import localization_scores
@@ -96,9 +97,7 @@ def cached_teacher(data, args) -> SmallCNN:
         return teacher.eval()
     torch.manual_seed(0)
     train_teacher(teacher, data.train, epochs=args.teacher_epochs, lr=2e-3, progress=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(teacher.state_dict(), tmp)
-    os.replace(tmp, path)
+    atomic_torch_save(teacher.state_dict(), path)
     return teacher.eval()
 
 
@@ -217,12 +216,6 @@ def bar_chart(summary: dict, variant_names: list, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny run for the test suite")
@@ -284,8 +277,8 @@ def main() -> None:
     markdown = table(summary, teacher_scores, variant_names)
     elapsed = time.time() - started
     header = f"{data.description}; SmallCNN(width={args.width}), matched layer {LAYER}, beta {args.weight}; seeds {args.seeds}; {args.epochs} fine-tuning epoch(s); wall time {elapsed / 60:.1f} min.\n\n"
-    write_text(args.output / "table.md", header + markdown)
-    write_text(args.output / "results.json", json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "data": data.description, "teacher": teacher_scores, "summary": summary, "runs": runs}, indent=2))
+    atomic_write_text(args.output / "table.md", header + markdown)
+    atomic_write_text(args.output / "results.json", json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "data": data.description, "teacher": teacher_scores, "summary": summary, "runs": runs}, indent=2))
     print(header + markdown)
 
 

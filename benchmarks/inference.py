@@ -28,6 +28,7 @@ import openvino as ov
 import torch
 from torch.utils.data import TensorDataset
 
+from nncf_wcam.checkpoint import atomic_write_text
 from nncf_wcam.export import export_ir, runtime_precisions
 from nncf_wcam.models import resnet18, tiny_resnet
 from nncf_wcam.training import compress, load_config
@@ -163,10 +164,8 @@ def main() -> None:
         )
     table = "\n".join(lines) + "\n"
     args.output.mkdir(parents=True, exist_ok=True)
-    for file_name, text in (("results.json", json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2)), ("table.md", table)):
-        tmp_path = args.output / (file_name + ".tmp")
-        tmp_path.write_text(text)
-        os.replace(tmp_path, args.output / file_name)
+    atomic_write_text(args.output / "results.json", json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2))
+    atomic_write_text(args.output / "table.md", table)
     print(table)
 
 

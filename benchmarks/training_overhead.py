@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from nncf_wcam.attribution import normalize_maps, wcam_map
+from nncf_wcam.checkpoint import atomic_write_text
 from nncf_wcam.data import load_digits, load_mnist, shared_mnist_root
 from nncf_wcam.models import SmallCNN
 from nncf_wcam.training import attribution_controller, compress, load_config, without_algorithm
@@ -159,12 +160,6 @@ def measure_memory(algorithm: str, variant: str, args) -> float:
     return json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_growth_mib"]
 
 
-def write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny run for the test suite")
@@ -210,8 +205,8 @@ def main() -> None:
         )
     table = "\n".join(lines) + "\n"
     args.output.mkdir(parents=True, exist_ok=True)
-    write_atomically(args.output / "results.json", json.dumps({"settings": vars(args) | {"output": str(args.output)}, "data": data.description, "results": results}, indent=2))
-    write_atomically(args.output / "table.md", table)
+    atomic_write_text(args.output / "results.json", json.dumps({"settings": vars(args) | {"output": str(args.output)}, "data": data.description, "results": results}, indent=2))
+    atomic_write_text(args.output / "table.md", table)
     print(table)
 
 

@@ -199,28 +199,16 @@ def fine_tune(
     logits_output: LogitsSelector = None,
     progress: bool = False,
 ) -> list:
-    """Compression-aware fine-tuning; returns per-step records of the task and compression losses."""
+    """Compression-aware fine-tuning in one process; returns per-step loss records.
+
+    `max_steps` caps the steps of each epoch (smoke tests and quick benchmarks).
+    """
     torch.manual_seed(seed)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     optimizer = make_optimizer(model.parameters(), optimizer_spec)
     history = []
-    steps = 0
     for epoch in range(epochs):
-        compression_ctrl.scheduler.epoch_step()
-        model.train()
-        bar = tqdm(loader, desc=f"compress epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
-        for x, y in bar:
-            compression_ctrl.scheduler.step()
-            optimizer.zero_grad()
-            task_loss = F.cross_entropy(select_logits(model(x), logits_output), y)
-            compression_loss = compression_ctrl.loss()
-            (task_loss + compression_loss).backward()
-            optimizer.step()
-            history.append({"task_loss": task_loss.item(), "compression_loss": compression_loss.item()})
-            bar.set_postfix(task=f"{history[-1]['task_loss']:.3f}", compression=f"{history[-1]['compression_loss']:.3f}")
-            steps += 1
-            if max_steps is not None and steps >= max_steps:
-                return history
+        history += train_epoch(compression_ctrl, model, loader, optimizer, epoch, epochs, max_steps=max_steps, logits_output=logits_output, progress=progress)
     return history
 
 

@@ -2,8 +2,6 @@
 
 import copy
 
-import pytest
-import torch
 import torch.nn.functional as F
 from captum.attr import LayerGradCam
 
@@ -44,4 +42,4 @@ def test_attribution_matching_keeps_gradcam_closer_to_the_teacher(trained_cnn, d
     matched_distance = map_distance(teacher_maps, _gradcam(matched, x, target))
     print(f"\nGrad-CAM map distance to the teacher at {LAYER} (filter pruning 50 %): naive {naive_distance:.4f}, with attribution_matching {matched_distance:.4f}")
     assert naive_distance > 0.01  # compression did deform the maps
-    assert matched_distance < 0.9 * naive_distance  # measured: 0.343 -> 0.262
+    assert matched_distance < 0.9 * naive_distance  # measured here: 0.231 -> 0.165

@@ -1,6 +1,5 @@
 """Bad attribution_matching blocks fail with one clear line naming the key and the fix."""
 
-import copy
 import os
 import subprocess
 import sys
