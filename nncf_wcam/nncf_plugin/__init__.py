@@ -34,3 +34,4 @@ _check_plugin_blocks_before_nncf()
 from nncf_wcam.nncf_plugin import algo  # noqa: E402  (registers the builder)
 
 __all__ = ["AlgorithmConfigError", "algo", "register"]
+from nncf_wcam.nncf_plugin import saliency_guided  # noqa: E402,F401  (registers saliency_guided)
