@@ -91,7 +91,7 @@ def load_data(quick: bool):
 
 def cached_teacher(data, args) -> SmallCNN:
     """Trains the FP32 teacher once per (data, width, epochs) and caches it in the output folder."""
-    path = args.output / f"teacher_w{args.width}_e{args.teacher_epochs}_{len(data.train)}.pt"
+    path = (args.teacher_cache or args.output) / f"teacher_w{args.width}_e{args.teacher_epochs}_{len(data.train)}.pt"
     teacher = SmallCNN(width=args.width)
     if path.is_file() and not args.fresh_teacher:
         teacher.load_state_dict(torch.load(path))
@@ -240,8 +240,12 @@ def main() -> None:
     parser.add_argument("--ir-samples", type=int, default=32)
     parser.add_argument("--cluttered-samples", type=int, default=300)
     parser.add_argument("--fresh-teacher", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 runs small models best; run two processes on two cores)")
+    parser.add_argument("--teacher-cache", type=Path, default=None, help="folder holding the cached teacher (default: --output)")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "attribution_preservation")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.algorithms = args.algorithms if len(args.algorithms) < len(ALGORITHMS) else ["int8"]
         args.seeds, args.max_steps, args.teacher_epochs, args.width = args.seeds[:1], 4, 1, 4
