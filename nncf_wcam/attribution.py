@@ -204,3 +204,59 @@ class ActivationCapture:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+def detached(obj: Any) -> Any:
+    """The same nested structure with every tensor detached."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach()
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(detached(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: detached(v) for k, v in obj.items()}
+    return obj
+
+
+class TrainingForwardCapture:
+    """Root hooks that keep the inputs (detached) and the output of a model's latest training forward pass.
+
+    Only a pass in training mode with gradients enabled is kept, so a loss built on it is zero and free
+    in eval mode or under no_grad; passes inside `auxiliary_forward()` are ignored. Each new pass first
+    calls `on_new_pass` (to drop state that belonged to the previous one). `capturing` is true while a
+    kept pass runs, for layer hooks that should capture along with it.
+    """
+
+    def __init__(self, model: nn.Module, on_new_pass: Callable[[], None] = lambda: None):
+        self.inputs = None  # (args, kwargs)
+        self.output = None
+        self.capturing = False
+        self._on_new_pass = on_new_pass
+        self._handles = [
+            model.register_forward_pre_hook(self._start),
+            model.register_forward_hook(self._end, with_kwargs=True),
+        ]
+
+    def _start(self, module: nn.Module, _args) -> None:
+        if in_auxiliary_forward():
+            return
+        self.release()
+        self._on_new_pass()
+        self.capturing = module.training and torch.is_grad_enabled()
+
+    def _end(self, _module: nn.Module, args, kwargs, output) -> None:
+        if in_auxiliary_forward():
+            return
+        if self.capturing:
+            self.inputs = (detached(args), detached(kwargs))
+            self.output = output
+        self.capturing = False
+
+    def release(self) -> None:
+        self.inputs = None
+        self.output = None
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self.release()

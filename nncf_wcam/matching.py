@@ -17,15 +17,15 @@ captured activations, never a backward over all parameters.
 """
 
 import copy
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
 from nncf_wcam.attribution import ActivationCapture
+from nncf_wcam.attribution import TrainingForwardCapture
 from nncf_wcam.attribution import LogitsSelector
 from nncf_wcam.attribution import ewa_map
-from nncf_wcam.attribution import in_auxiliary_forward
 from nncf_wcam.attribution import normalize_maps
 from nncf_wcam.attribution import resolve_layers
 from nncf_wcam.attribution import select_logits
@@ -45,17 +45,6 @@ def freeze(model: nn.Module) -> nn.Module:
     for param in model.parameters():
         param.requires_grad_(False)
     return model.eval()
-
-
-def _detached(obj: Any) -> Any:
-    """The same nested structure with every tensor detached (the teacher must not see the student's graph)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach()
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_detached(o) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _detached(v) for k, v in obj.items()}
-    return obj
 
 
 def _target_scores(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -112,39 +101,16 @@ class AttributionMatcher:
         self.last_maps = {}  # name -> (teacher map, student map), detached, before normalization
         self.last_target = None
 
-        self._capturing = False
         self._teacher_running = False
-        self._inputs = None
-        self._student_output = None
         self._cached_loss = None
         student_modules = dict(zip(self.layers, resolve_layers(student, self.layers)))
         teacher_modules = dict(zip(self.layers, resolve_layers(teacher, self.layers)))
-        self._student_capture = ActivationCapture(student_modules, active=lambda: self._capturing)
+        # A new training forward invalidates the previous one's loss and activations.
+        self.forward = TrainingForwardCapture(student, on_new_pass=self._release)
+        self._student_capture = ActivationCapture(student_modules, active=lambda: self.forward.capturing)
         self._teacher_capture = ActivationCapture(teacher_modules, active=lambda: self._teacher_running, make_leaf=method == "wcam")
-        self._handles = [
-            student.register_forward_pre_hook(self._on_student_forward_start),
-            student.register_forward_hook(self._on_student_forward_end, with_kwargs=True),
-        ]
-
-    # --- hooks on the student ---------------------------------------------------------------
-    def _on_student_forward_start(self, module: nn.Module, _args) -> None:
-        if in_auxiliary_forward():
-            return
-        # A new forward pass invalidates the previous one's loss; capture only where a loss can be trained.
-        self._release()
-        self._capturing = module.training and torch.is_grad_enabled()
-
-    def _on_student_forward_end(self, _module: nn.Module, args, kwargs, output) -> None:
-        if in_auxiliary_forward():
-            return
-        if self._capturing:
-            self._inputs = (_detached(args), _detached(kwargs))
-            self._student_output = output
-        self._capturing = False
 
     def _release(self) -> None:
-        self._inputs = None
-        self._student_output = None
         self._cached_loss = None
         self._student_capture.clear()
         self._teacher_capture.clear()
@@ -154,9 +120,9 @@ class AttributionMatcher:
         """The matching loss for the latest training forward pass of the student; zero if there is none."""
         if self._cached_loss is not None:
             return self._cached_loss
-        if self._student_output is None:
+        if self.forward.output is None:
             return torch.zeros([], device=self._device())
-        student_logits = select_logits(self._student_output, self.logits_output)
+        student_logits = select_logits(self.forward.output, self.logits_output)
         teacher_logits = self._run_teacher(student_logits.device)
         target = teacher_logits.argmax(dim=1)
         teacher_maps = self._teacher_maps(teacher_logits, target)
@@ -177,8 +143,7 @@ class AttributionMatcher:
         # The activations are part of the loss graph now; drop our references to them.
         self._student_capture.clear()
         self._teacher_capture.clear()
-        self._inputs = None
-        self._student_output = None
+        self.forward.release()
         return self._cached_loss
 
     def _device(self) -> torch.device:
@@ -191,7 +156,7 @@ class AttributionMatcher:
             self.teacher.to(device)  # follow the student when the user moves it after building
         if self.teacher.training:
             self.teacher.eval()
-        args, kwargs = self._inputs
+        args, kwargs = self.forward.inputs
         self._teacher_running = True
         try:
             # No graph before the first matched layer; its capture hook switches grad mode on (WCAM needs
@@ -238,9 +203,7 @@ class AttributionMatcher:
 
     def remove(self) -> None:
         """Removes every hook this matcher added (to the student and the teacher)."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        self.forward.remove()
         self._student_capture.remove()
         self._teacher_capture.remove()
         self._release()

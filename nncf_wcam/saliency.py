@@ -40,7 +40,7 @@ from torch import nn
 
 from nncf_wcam.attribution import LogitsSelector
 from nncf_wcam.attribution import auxiliary_forward
-from nncf_wcam.attribution import in_auxiliary_forward
+from nncf_wcam.attribution import TrainingForwardCapture
 from nncf_wcam.attribution import select_logits
 
 
@@ -192,33 +192,10 @@ class SaliencyGuidedRegularizer:
         self.last_mask = None
         self.last_saliency = None
         self.last_target = None
-        self._capturing = False
-        self._inputs = None
-        self._output = None
         self._cached_loss = None
-        self._handles = [
-            model.register_forward_pre_hook(self._on_forward_start),
-            model.register_forward_hook(self._on_forward_end, with_kwargs=True),
-        ]
-
-    # --- hooks ----------------------------------------------------------------------------------
-    def _on_forward_start(self, module: nn.Module, _args) -> None:
-        if in_auxiliary_forward():
-            return
-        self._release()
-        self._capturing = module.training and torch.is_grad_enabled()
-
-    def _on_forward_end(self, _module: nn.Module, args, kwargs, output) -> None:
-        if in_auxiliary_forward():
-            return
-        if self._capturing:
-            self._inputs = (tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args), dict(kwargs))
-            self._output = output
-        self._capturing = False
+        self.forward = TrainingForwardCapture(model, on_new_pass=self._release)
 
     def _release(self) -> None:
-        self._inputs = None
-        self._output = None
         self._cached_loss = None
 
     # --- the loss -------------------------------------------------------------------------------
@@ -226,10 +203,10 @@ class SaliencyGuidedRegularizer:
         """weight * KL(f(x) || f(x~)) for the latest training forward pass; zero if there is none."""
         if self._cached_loss is not None:
             return self._cached_loss
-        if self._output is None:
+        if self.forward.output is None:
             return torch.zeros([], device=self._device())
-        clean_logits = select_logits(self._output, self.logits_output)
-        args, kwargs = self._inputs
+        clean_logits = select_logits(self.forward.output, self.logits_output)
+        args, kwargs = self.forward.inputs
         x, after = _split_input(args, kwargs)
         devices = [x.device] if x.device.type == "cuda" else []
         target = clean_logits.detach().argmax(dim=1)
@@ -243,8 +220,7 @@ class SaliencyGuidedRegularizer:
         self.last_saliency = saliency
         self.last_target = target
         self._cached_loss = self.weight * kl
-        self._inputs = None
-        self._output = None
+        self.forward.release()  # the loss holds the graph now
         return self._cached_loss
 
     def _device(self) -> torch.device:
@@ -262,7 +238,5 @@ class SaliencyGuidedRegularizer:
 
     def remove(self) -> None:
         """Removes the hooks this regularizer added."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        self.forward.remove()
         self._release()

@@ -96,7 +96,7 @@ def test_eval_mode_and_no_grad_cost_nothing(trained_cnn, digits):
     x = digits.test.tensors[0][:8]
     compressed.eval()
     compressed(x)
-    assert am_ctrl.loss().item() == 0.0 and am_ctrl.matcher._inputs is None
+    assert am_ctrl.loss().item() == 0.0 and am_ctrl.matcher.forward.inputs is None
     compressed.train()
     with torch.no_grad():
         compressed(x)

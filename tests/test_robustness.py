@@ -542,7 +542,7 @@ def test_no_memory_growth_over_300_training_steps():
         loss = F.cross_entropy(logits, y) + ctrl.loss()
         # loss() released every capture: the matcher holds no activation and no input of this step.
         assert matcher._student_capture.activations == {} and matcher._teacher_capture.activations == {}
-        assert matcher._inputs is None and matcher._student_output is None
+        assert matcher.forward.inputs is None and matcher.forward.output is None
         loss.backward()
         optimizer.step()
         assert torch.isfinite(loss)

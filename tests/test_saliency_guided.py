@@ -131,14 +131,14 @@ def test_regularizer_is_zero_and_free_in_eval_and_no_grad(trained_cnn, digits):
     x = digits.train.tensors[0][:16]
     model.eval()
     model(x)
-    assert regularizer.loss().item() == 0.0 and regularizer._output is None
+    assert regularizer.loss().item() == 0.0 and regularizer.forward.output is None
     model.train()
     with torch.no_grad():
         model(x)
-    assert regularizer.loss().item() == 0.0 and regularizer._inputs is None
+    assert regularizer.loss().item() == 0.0 and regularizer.forward.inputs is None
     model(x)
     assert regularizer.loss().item() > 0.0
-    assert regularizer._output is None  # freed once the loss holds the graph
+    assert regularizer.forward.output is None  # freed once the loss holds the graph
 
 
 # --------------------------------------------------------------------------- NNCF
