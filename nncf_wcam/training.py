@@ -22,6 +22,7 @@ from nncf.torch import register_default_init_args
 from nncf_wcam.attribution import LogitsSelector
 from nncf_wcam.attribution import select_logits
 from nncf_wcam.nncf_plugin.algo import AttributionMatchingController
+from nncf_wcam.nncf_plugin.base import find_controller
 
 
 def load_config(config: Union[str, os.PathLike, dict]) -> NNCFConfig:
@@ -66,10 +67,7 @@ def child_controllers(compression_ctrl) -> list:
 
 def attribution_controller(compression_ctrl) -> Optional[AttributionMatchingController]:
     """The attribution_matching controller inside a (composite) compression controller, if any."""
-    for ctrl in child_controllers(compression_ctrl):
-        if isinstance(ctrl, AttributionMatchingController):
-            return ctrl
-    return None
+    return find_controller(compression_ctrl, AttributionMatchingController)
 
 
 def make_optimizer(params, spec: Optional[dict] = None) -> torch.optim.Optimizer:

@@ -10,15 +10,8 @@ from copy import deepcopy
 from typing import Callable, Optional
 
 from nncf import NNCFConfig
-from nncf.api.compression import CompressionLoss
-from nncf.api.compression import CompressionScheduler
-from nncf.api.compression import CompressionStage
 from nncf.common.logging import nncf_logger
-from nncf.common.schedulers import BaseCompressionScheduler
-from nncf.common.statistics import NNCFStatistics
 from nncf.torch.algo_selector import PT_COMPRESSION_ALGORITHMS
-from nncf.torch.compression_method_api import PTCompressionAlgorithmBuilder
-from nncf.torch.compression_method_api import PTCompressionAlgorithmController
 from nncf.torch.graph.transformations.layout import PTTransformationLayout
 from nncf.torch.nncf_network import NNCFNetwork
 from nncf_wcam.attribution import LayerNameError
@@ -29,9 +22,10 @@ from nncf_wcam.attribution import resolve_layers
 from nncf_wcam.attribution import user_layer_names
 from nncf_wcam.matching import AttributionMatcher
 from nncf_wcam.matching import freeze
+from nncf_wcam.nncf_plugin.base import RegularizerBuilder
+from nncf_wcam.nncf_plugin.base import RegularizerController
 from nncf_wcam.nncf_plugin.blocks import plugin_block
 from nncf_wcam.nncf_plugin.config_check import AlgorithmConfigError
-from nncf_wcam.nncf_plugin.loss import AttributionMatchingLoss
 from nncf_wcam.nncf_plugin.schema import ATTRIBUTION_MATCHING
 
 
@@ -80,7 +74,7 @@ def choose_layers(teacher: NNCFNetwork, requested) -> list:
 
 
 @PT_COMPRESSION_ALGORITHMS.register(ATTRIBUTION_MATCHING)
-class AttributionMatchingBuilder(PTCompressionAlgorithmBuilder):
+class AttributionMatchingBuilder(RegularizerBuilder):
     def __init__(self, config: NNCFConfig, should_init: bool = True):
         # Checked before NNCF parses the block, so a bad block gets our one-line error.
         self.params = plugin_block(config, ATTRIBUTION_MATCHING)
@@ -116,40 +110,17 @@ class AttributionMatchingBuilder(PTCompressionAlgorithmBuilder):
     def _get_state_without_name(self) -> dict:
         return {"layers": self._layers}
 
-    def initialize(self, model: NNCFNetwork) -> None:
-        pass
 
-    def _handle_frozen_layers(self, target_model: NNCFNetwork) -> None:
-        pass  # nothing is compressed here, so frozen layers are no concern
+class AttributionMatchingController(RegularizerController):
+    """Holds the matcher; `loss` is the matching loss of the latest training forward pass.
 
-
-class AttributionMatchingController(PTCompressionAlgorithmController):
-    """Holds the matcher; `loss` is the matching loss of the latest training forward pass."""
+    The per-layer losses of the last step are in `matcher.last_layer_losses`.
+    """
 
     def __init__(self, target_model: NNCFNetwork, matcher: AttributionMatcher):
-        super().__init__(target_model)
+        super().__init__(target_model, matcher)
         self.matcher = matcher
-        self._loss = AttributionMatchingLoss(matcher)
-        self._scheduler = BaseCompressionScheduler()
 
     @property
     def teacher(self) -> NNCFNetwork:
         return self.matcher.teacher
-
-    @property
-    def loss(self) -> CompressionLoss:
-        return self._loss
-
-    @property
-    def scheduler(self) -> CompressionScheduler:
-        return self._scheduler
-
-    def compression_stage(self) -> CompressionStage:
-        return CompressionStage.FULLY_COMPRESSED
-
-    def statistics(self, quickly_collected_only: bool = False) -> NNCFStatistics:
-        # NNCFStatistics has fixed fields for NNCF's own algorithms; the per-layer losses are in matcher.last_layer_losses.
-        return NNCFStatistics()
-
-    def distributed(self) -> None:
-        pass  # every rank keeps its own frozen teacher; the loss needs no synchronisation

@@ -15,21 +15,14 @@ The builder adds no transformation; the controller holds a `SaliencyGuidedRegula
 import contextlib
 from typing import Iterator
 
-import torch
-
 from nncf import NNCFConfig
-from nncf.api.compression import CompressionLoss
-from nncf.api.compression import CompressionScheduler
-from nncf.api.compression import CompressionStage
-from nncf.common.schedulers import BaseCompressionScheduler
-from nncf.common.statistics import NNCFStatistics
 from nncf.torch.algo_selector import PT_COMPRESSION_ALGORITHMS
-from nncf.torch.compression_method_api import PTCompressionAlgorithmBuilder
-from nncf.torch.compression_method_api import PTCompressionAlgorithmController
-from nncf.torch.compression_method_api import PTCompressionLoss
 from nncf.torch.graph.transformations.layout import PTTransformationLayout
 from nncf.torch.nncf_network import NNCFNetwork
 from nncf_wcam.nncf_plugin import register
+from nncf_wcam.nncf_plugin.base import RegularizerBuilder
+from nncf_wcam.nncf_plugin.base import RegularizerController
+from nncf_wcam.nncf_plugin.base import find_controller
 from nncf_wcam.nncf_plugin.blocks import plugin_block
 from nncf_wcam.saliency import SaliencyGuidedRegularizer
 
@@ -109,25 +102,8 @@ def suspended_kd_handler(model: NNCFNetwork) -> Iterator[None]:
         nncf._kd_loss_handler = handler
 
 
-class SaliencyGuidedLoss(PTCompressionLoss):
-    """The regularizer's KL term for the latest training forward; zero in eval mode, under no_grad, or before any."""
-
-    def __init__(self, regularizer: SaliencyGuidedRegularizer):
-        super().__init__()
-        self._regularizer = regularizer  # a plain object: the model must not become a submodule of its loss
-
-    def calculate(self) -> torch.Tensor:
-        return self._regularizer.loss()
-
-    def get_state(self) -> dict:
-        return self._regularizer.get_state()
-
-    def load_state(self, state: dict) -> None:
-        self._regularizer.load_state(state or {})
-
-
 @PT_COMPRESSION_ALGORITHMS.register(SALIENCY_GUIDED)
-class SaliencyGuidedBuilder(PTCompressionAlgorithmBuilder):
+class SaliencyGuidedBuilder(RegularizerBuilder):
     def __init__(self, config: NNCFConfig, should_init: bool = True):
         # Checked before NNCF parses the block, so a bad block gets the plugin's one-line error.
         self.params = plugin_block(config, SALIENCY_GUIDED)
@@ -154,44 +130,15 @@ class SaliencyGuidedBuilder(PTCompressionAlgorithmBuilder):
     def _load_state_without_name(self, state_without_name: dict) -> None:
         pass
 
-    def initialize(self, model: NNCFNetwork) -> None:
-        pass
 
-    def _handle_frozen_layers(self, target_model: NNCFNetwork) -> None:
-        pass  # nothing is compressed here, so frozen layers are no concern
-
-
-class SaliencyGuidedController(PTCompressionAlgorithmController):
-    """Holds the regularizer; `loss` is its KL term for the latest training forward pass."""
+class SaliencyGuidedController(RegularizerController):
+    """Holds the regularizer; `loss` is its KL term for the latest training forward pass (last value: `regularizer.last_kl`)."""
 
     def __init__(self, target_model: NNCFNetwork, regularizer: SaliencyGuidedRegularizer):
-        super().__init__(target_model)
+        super().__init__(target_model, regularizer)
         self.regularizer = regularizer
-        self._loss = SaliencyGuidedLoss(regularizer)
-        self._scheduler = BaseCompressionScheduler()
-
-    @property
-    def loss(self) -> CompressionLoss:
-        return self._loss
-
-    @property
-    def scheduler(self) -> CompressionScheduler:
-        return self._scheduler
-
-    def compression_stage(self) -> CompressionStage:
-        return CompressionStage.FULLY_COMPRESSED
-
-    def statistics(self, quickly_collected_only: bool = False) -> NNCFStatistics:
-        # NNCFStatistics has fixed fields for NNCF's own algorithms; the last KL is in regularizer.last_kl.
-        return NNCFStatistics()
-
-    def distributed(self) -> None:
-        pass  # the loss is per-rank; nothing to synchronise
 
 
 def saliency_guided_controller(compression_ctrl):
     """The saliency_guided controller inside a (composite) compression controller, or None."""
-    for ctrl in getattr(compression_ctrl, "child_ctrls", [compression_ctrl]):
-        if isinstance(ctrl, SaliencyGuidedController):
-            return ctrl
-    return None
+    return find_controller(compression_ctrl, SaliencyGuidedController)
