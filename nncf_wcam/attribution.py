@@ -260,3 +260,13 @@ class TrainingForwardCapture:
             handle.remove()
         self._handles = []
         self.release()
+
+
+def generator_state(generator: torch.Generator) -> dict:
+    """A JSON-friendly copy of a random generator's state (for NNCF's compression state)."""
+    return {"generator_state": generator.get_state().tolist()}
+
+
+def restore_generator(generator: torch.Generator, state: dict) -> None:
+    if "generator_state" in state:
+        generator.set_state(torch.tensor(state["generator_state"], dtype=torch.uint8))

@@ -67,6 +67,7 @@ from nncf_wcam.export import check_device
 from nncf_wcam.export import export_ir
 from nncf_wcam.export import load_compiled
 from nncf_wcam.export import run_compiled
+from nncf_wcam.export import to_jsonable
 from nncf_wcam.nncf_plugin import AlgorithmConfigError
 from nncf_wcam.nncf_plugin.schema import ATTRIBUTION_MATCHING
 from nncf_wcam.training import accuracy
@@ -367,24 +368,10 @@ def run_compression(
 # --------------------------------------------------------------------------- evaluation
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (str, bool, int, float)) or value is None:
-        return value
-    if isinstance(value, (np.generic, np.ndarray, torch.Tensor)):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "__dict__"):
-        return {k: _jsonable(v) for k, v in vars(value).items() if not k.startswith("_")}
-    return str(value)
-
-
 def compression_statistics(compression_ctrl) -> dict:
     statistics = compression_ctrl.statistics()
     return {
-        "algorithms": {name: _jsonable(stats) for name, stats in statistics},
+        "algorithms": {name: to_jsonable(stats) for name, stats in statistics},
         "text": statistics.to_str(),
     }
 
@@ -618,7 +605,7 @@ def cmd_compress(args) -> int:
         "timings": timings,
         "versions": exported.manifest.get("versions"),
     }
-    atomic_write_text(output / REPORT_NAME, json.dumps(_jsonable(report), indent=2))
+    atomic_write_text(output / REPORT_NAME, json.dumps(to_jsonable(report), indent=2))
 
     _say()
     for line in summary_lines(evaluated):
@@ -708,7 +695,7 @@ def cmd_evaluate(args) -> int:
     evaluated["epoch"] = checkpoint["epoch"]
     evaluated["compression"] = compression_statistics(compression_ctrl)
     if args.output:
-        atomic_write_text(args.output, json.dumps(_jsonable(evaluated), indent=2))
+        atomic_write_text(args.output, json.dumps(to_jsonable(evaluated), indent=2))
     print(f"nncf-wcam evaluate: {args.checkpoint} (epoch {checkpoint['epoch']}/{checkpoint['epochs']})")
     for line in summary_lines(evaluated):
         print(line)

@@ -403,18 +403,18 @@ def _parity(torch_logits: np.ndarray, ir_logits: np.ndarray) -> dict:
 # --------------------------------------------------------------------------- NNCF statistics and manifest
 
 
-def _to_jsonable(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:
     """Turns NNCF statistics objects (plain attribute holders), numpy and torch values into JSON types."""
     if isinstance(value, (str, bool, int, float)) or value is None:
         return value
     if isinstance(value, (np.generic, torch.Tensor, np.ndarray)):
         return value.tolist()
     if isinstance(value, dict):
-        return {str(k): _to_jsonable(v) for k, v in value.items()}
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
-        return [_to_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
     if hasattr(value, "__dict__"):
-        return {k: _to_jsonable(v) for k, v in vars(value).items() if not k.startswith("_")}
+        return {k: to_jsonable(v) for k, v in vars(value).items() if not k.startswith("_")}
     return str(value)
 
 
@@ -561,7 +561,7 @@ def export_ir(
             "logits_output_index": logits_index,
             "algorithms": _algorithm_names(compression_ctrl, config),
             "precision": _precision(statistics),
-            "compression": {name: _to_jsonable(stats) for name, stats in statistics.items()},
+            "compression": {name: to_jsonable(stats) for name, stats in statistics.items()},
             "pruning_transformation_applied": pruned,
             "source_weight_values": torch_weight_values(compressed_model),
             "ir_before_pruning_transformation": ir_stats_converted,
@@ -569,7 +569,7 @@ def export_ir(
             "parity": parity,
             "runtime_precisions": _summarize_precisions(layers),
             "notes": notes,
-            "config": _to_jsonable(dict(config)) if config is not None else None,
+            "config": to_jsonable(dict(config)) if config is not None else None,
             "versions": _versions(),
         }
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))

@@ -26,8 +26,10 @@ from nncf_wcam.attribution import ActivationCapture
 from nncf_wcam.attribution import TrainingForwardCapture
 from nncf_wcam.attribution import LogitsSelector
 from nncf_wcam.attribution import ewa_map
+from nncf_wcam.attribution import generator_state
 from nncf_wcam.attribution import normalize_maps
 from nncf_wcam.attribution import resolve_layers
+from nncf_wcam.attribution import restore_generator
 from nncf_wcam.attribution import select_logits
 from nncf_wcam.attribution import wcam_map
 
@@ -195,11 +197,10 @@ class AttributionMatcher:
     # --- state ---------------------------------------------------------------------------------
     def get_state(self) -> dict:
         """JSON-friendly state: the drop generator, so that a resumed run draws the same masks."""
-        return {"generator_state": self.generator.get_state().tolist()}
+        return generator_state(self.generator)
 
     def load_state(self, state: dict) -> None:
-        if "generator_state" in state:
-            self.generator.set_state(torch.tensor(state["generator_state"], dtype=torch.uint8))
+        restore_generator(self.generator, state)
 
     def remove(self) -> None:
         """Removes every hook this matcher added (to the student and the teacher)."""

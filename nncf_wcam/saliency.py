@@ -40,7 +40,9 @@ from torch import nn
 
 from nncf_wcam.attribution import LogitsSelector
 from nncf_wcam.attribution import auxiliary_forward
+from nncf_wcam.attribution import generator_state
 from nncf_wcam.attribution import TrainingForwardCapture
+from nncf_wcam.attribution import restore_generator
 from nncf_wcam.attribution import select_logits
 
 
@@ -230,11 +232,10 @@ class SaliencyGuidedRegularizer:
     # --- state ----------------------------------------------------------------------------------
     def get_state(self) -> dict:
         """JSON-friendly state: the noise generator, so that a resumed run draws the same noise."""
-        return {"generator_state": self.generator.get_state().tolist()}
+        return generator_state(self.generator)
 
     def load_state(self, state: dict) -> None:
-        if "generator_state" in state:
-            self.generator.set_state(torch.tensor(state["generator_state"], dtype=torch.uint8))
+        restore_generator(self.generator, state)
 
     def remove(self) -> None:
         """Removes the hooks this regularizer added."""
