@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from nncf_wcam.checkpoint import atomic_torch_save, atomic_write_text
-from nncf_wcam.data import load_digits, load_mnist, shared_mnist_root
+from nncf_wcam.data import mnist_or_digits
 from nncf_wcam.evaluation import attribution_maps, compare_ir_occlusion, map_agreement, plot_map_grid, summarize
 from nncf_wcam.evaluation import localization_scores
 from nncf_wcam.export import ExportError, export_ir
@@ -79,11 +79,7 @@ def variants(args) -> dict:
 
 
 def load_data(quick: bool):
-    root = shared_mnist_root()
-    if root is None:
-        print("MNIST not found in ../shared/data/mnist: falling back to scikit-learn's digits (28x28).")
-        return load_digits(image_size=28)
-    data = load_mnist(root)
+    data = mnist_or_digits()
     if quick:
         data.train.tensors = tuple(t[:512] for t in data.train.tensors)
     return data

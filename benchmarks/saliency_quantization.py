@@ -51,9 +51,8 @@ from torch.utils.data import TensorDataset
 from tqdm import tqdm
 
 from nncf_wcam.attribution import select_logits
-from nncf_wcam.data import load_digits
 from nncf_wcam.data import load_mnist
-from nncf_wcam.data import shared_mnist_root
+from nncf_wcam.data import mnist_or_digits
 from nncf_wcam.export import ExportError
 from nncf_wcam.export import export_ir
 from nncf_wcam.models import SmallCNN
@@ -104,16 +103,9 @@ def load_data(fashion_root, quick: bool):
     if fashion_root is not None:
         split = load_mnist(fashion_root, "fashion_mnist")
     else:
-        root = shared_mnist_root()
-        if root is not None:
-            split = load_mnist(root, "mnist")
-        else:
-            print(
-                "MNIST not found (looked for ../shared/data/mnist and $NNCF_WCAM_MNIST): falling back to "
-                "scikit-learn's digits at 28 x 28. The numbers are NOT the paper's MNIST setting.",
-                file=sys.stderr,
-            )
-            split = load_digits(image_size=28)
+        split = mnist_or_digits()
+        if split.name == "digits":
+            print("The numbers are NOT the paper's MNIST setting.", file=sys.stderr)
     train, test = split.train, split.test
     if quick:
         train = TensorDataset(*(t[:256] for t in train.tensors))

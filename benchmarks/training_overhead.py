@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from nncf_wcam.attribution import normalize_maps, wcam_map
 from nncf_wcam.checkpoint import atomic_write_text
-from nncf_wcam.data import load_digits, load_mnist, shared_mnist_root
+from nncf_wcam.data import mnist_or_digits
 from nncf_wcam.models import SmallCNN
 from nncf_wcam.training import attribution_controller, compress, load_config, without_algorithm
 
@@ -41,14 +41,6 @@ ALGORITHMS = {
 }
 MATCHING = {"algorithm": "attribution_matching", "layers": [LAYER], "weight": 100.0, "stochastic_drop": 0.3}
 VARIANTS = ("plain", "wcam", "authors")
-
-
-def load_data():
-    root = shared_mnist_root()
-    if root is None:
-        print("MNIST not found in ../shared/data/mnist: using scikit-learn digits (28x28) instead.")
-        return load_digits(image_size=28)
-    return load_mnist(root)
 
 
 def build_variants(algorithm: str, data, width: int):
@@ -149,7 +141,7 @@ def peak_rss_growth(step, x, y, num_steps: int) -> float:
 
 
 def memory_child(algorithm: str, variant: str, width: int, batch: int, num_steps: int) -> None:
-    data = load_data()
+    data = mnist_or_digits()
     steps, x, y = prepare(algorithm, data, width, batch)
     print(json.dumps({"peak_rss_growth_mib": peak_rss_growth(steps[variant], x, y, num_steps)}))
 
@@ -174,7 +166,7 @@ def main() -> None:
         return
     if args.quick:
         args.steps, args.batch, args.width = 3, 8, 4
-    data = load_data()
+    data = mnist_or_digits()
     print(f"data: {data.description}; SmallCNN(width={args.width}), batch {args.batch}, matched layer {LAYER}; torch threads {torch.get_num_threads()}")
     results = {}
     for algorithm in ALGORITHMS:

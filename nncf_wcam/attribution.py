@@ -270,3 +270,9 @@ def generator_state(generator: torch.Generator) -> dict:
 def restore_generator(generator: torch.Generator, state: dict) -> None:
     if "generator_state" in state:
         generator.set_state(torch.tensor(state["generator_state"], dtype=torch.uint8))
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (CPU for a model without parameters)."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")

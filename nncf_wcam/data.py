@@ -203,3 +203,15 @@ def shared_mnist_root() -> Optional[Path]:
         if _find_idx_file(candidate, MNIST_FILES["test"][0]) is not None:
             return candidate
     return None
+
+
+def mnist_or_digits(image_size: int = 28) -> DatasetSplit:
+    """The real MNIST test set from ../shared/data/mnist when present, else scikit-learn's digits, saying so."""
+    root = shared_mnist_root()
+    if root is None:
+        print(
+            f"MNIST not found (looked for ../shared/data/mnist and $NNCF_WCAM_MNIST): falling back to "
+            f"scikit-learn's digits at {image_size} x {image_size}."
+        )
+        return load_digits(image_size=image_size)
+    return load_mnist(root)

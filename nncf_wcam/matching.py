@@ -27,6 +27,7 @@ from nncf_wcam.attribution import TrainingForwardCapture
 from nncf_wcam.attribution import LogitsSelector
 from nncf_wcam.attribution import ewa_map
 from nncf_wcam.attribution import generator_state
+from nncf_wcam.attribution import model_device
 from nncf_wcam.attribution import normalize_maps
 from nncf_wcam.attribution import resolve_layers
 from nncf_wcam.attribution import restore_generator
@@ -123,7 +124,7 @@ class AttributionMatcher:
         if self._cached_loss is not None:
             return self._cached_loss
         if self.forward.output is None:
-            return torch.zeros([], device=self._device())
+            return torch.zeros([], device=model_device(self.student))
         student_logits = select_logits(self.forward.output, self.logits_output)
         teacher_logits = self._run_teacher(student_logits.device)
         target = teacher_logits.argmax(dim=1)
@@ -147,10 +148,6 @@ class AttributionMatcher:
         self._teacher_capture.clear()
         self.forward.release()
         return self._cached_loss
-
-    def _device(self) -> torch.device:
-        param = next(self.student.parameters(), None)
-        return param.device if param is not None else torch.device("cpu")
 
     def _run_teacher(self, device: torch.device) -> torch.Tensor:
         teacher_param = next(self.teacher.parameters(), None)

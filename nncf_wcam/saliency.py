@@ -41,6 +41,7 @@ from torch import nn
 from nncf_wcam.attribution import LogitsSelector
 from nncf_wcam.attribution import auxiliary_forward
 from nncf_wcam.attribution import generator_state
+from nncf_wcam.attribution import model_device
 from nncf_wcam.attribution import TrainingForwardCapture
 from nncf_wcam.attribution import restore_generator
 from nncf_wcam.attribution import select_logits
@@ -206,7 +207,7 @@ class SaliencyGuidedRegularizer:
         if self._cached_loss is not None:
             return self._cached_loss
         if self.forward.output is None:
-            return torch.zeros([], device=self._device())
+            return torch.zeros([], device=model_device(self.model))
         clean_logits = select_logits(self.forward.output, self.logits_output)
         args, kwargs = self.forward.inputs
         x, after = _split_input(args, kwargs)
@@ -224,10 +225,6 @@ class SaliencyGuidedRegularizer:
         self._cached_loss = self.weight * kl
         self.forward.release()  # the loss holds the graph now
         return self._cached_loss
-
-    def _device(self) -> torch.device:
-        param = next(self.model.parameters(), None)
-        return param.device if param is not None else torch.device("cpu")
 
     # --- state ----------------------------------------------------------------------------------
     def get_state(self) -> dict:
