@@ -10,6 +10,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["nncf_wcam", "nncf_wcam.*"]),
+    package_data={"nncf_wcam": ["configs/*.json"]},
     install_requires=[
         # torch is pinned so that no dependency can pull another (CUDA) build.
         "torch==2.13.*",

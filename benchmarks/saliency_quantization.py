@@ -63,7 +63,7 @@ from nncf_wcam.training import load_config
 from nncf_wcam.training import train_teacher
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
+CONFIGS = REPO / "nncf_wcam" / "configs"
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "saliency_quantization"
 BIT_WIDTHS = ("int4", "int2", "mixed42")
 BIT_LABELS = {"fp32": "FP32", "int4": "4-bit", "int2": "2-bit", "mixed42": "mixed 4/2-bit"}
@@ -429,7 +429,7 @@ def main(argv=None) -> int:
         "deletion_replacement": "uniform noise in each image's [min, max], the same for every model",
         "saliency": "captum Saliency, abs=True, summed over channels, for the FP32 model's top-1 class (agreement) "
         "or the model's own top-1 class (deletion)",
-        "configs": {f"{b}_{v}": f"configs/mnist_{b}_{v}.json" for b in BIT_WIDTHS for v in VARIANTS},
+        "configs": {f"{b}_{v}": f"nncf_wcam/configs/mnist_{b}_{v}.json" for b in BIT_WIDTHS for v in VARIANTS},
         "wall_seconds": wall_seconds,
         "torch_threads": torch.get_num_threads(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",

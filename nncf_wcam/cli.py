@@ -1,6 +1,6 @@
 """The `nncf-wcam` command line: compress, export, evaluate.
 
-    nncf-wcam compress --config configs/quantization_int8_wcam.json --output runs/int8 [--compare-naive]
+    nncf-wcam compress --config nncf_wcam/configs/quantization_int8_wcam.json --output runs/int8 [--compare-naive]
     nncf-wcam export   --checkpoint runs/int8/checkpoint.pt --output runs/int8/ir_npu --static-shape --device NPU
     nncf-wcam evaluate --checkpoint runs/int8/checkpoint.pt [--ir runs/int8/ir]
 
@@ -121,7 +121,7 @@ def read_config(path: str) -> dict:
     """The config JSON as a dict; a missing file or bad JSON is a UsageError."""
     config_path = Path(path)
     if not config_path.is_file():
-        raise UsageError(f"Config file not found: {path}. Pass the path of an NNCF JSON config (see configs/).")
+        raise UsageError(f"Config file not found: {path}. Pass the path of an NNCF JSON config (see nncf_wcam/configs/).")
     try:
         data = json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -611,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     compress = commands.add_parser("compress", help="train the teacher, compress with the config, export the IR, report")
-    compress.add_argument("--config", required=True, help="NNCF JSON config with an attribution_matching block (see configs/)")
+    compress.add_argument("--config", required=True, help="NNCF JSON config with an attribution_matching block (see nncf_wcam/configs/)")
     compress.add_argument("--output", required=True, help="output folder (teacher.pt, checkpoint.pt, ir/, report.json, PNG)")
     compress.add_argument("--teacher", help="teacher weights (teacher.pt, checkpoint.pt or a state_dict); trained here when absent")
     compress.add_argument("--compare-naive", action="store_true", help="also compress without attribution_matching (same seeds) and compare")

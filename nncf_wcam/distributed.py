@@ -1,6 +1,6 @@
 """Helpers for data-parallel compression-aware training under `torchrun` (DistributedDataParallel).
 
-    torchrun --nproc_per_node 2 -m nncf_wcam.cli compress --config configs/X.json --output runs/X
+    torchrun --nproc_per_node 2 -m nncf_wcam.cli compress --config nncf_wcam/configs/X.json --output runs/X
 
 `init_from_env` reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) and
 starts the process group: gloo on CPU, NCCL when CUDA is available. Without those variables (a

@@ -30,7 +30,7 @@ def load_config(config: Union[str, os.PathLike, dict]) -> NNCFConfig:
     if isinstance(config, dict):
         return NNCFConfig.from_dict(config)
     if not os.path.isfile(config):
-        msg = f"Config file not found: {config}. Pass the path of an NNCF JSON config (see configs/)."
+        msg = f"Config file not found: {config}. Pass the path of an NNCF JSON config (see nncf_wcam/configs/)."
         raise FileNotFoundError(msg)
     with open(config, encoding="utf-8") as f:
         try:

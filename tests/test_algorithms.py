@@ -10,7 +10,7 @@ import torch
 from nncf_wcam.nncf_plugin.algo import AttributionMatchingController
 from nncf_wcam.training import attribution_controller, child_controllers, compress, fine_tune, load_config
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*_wcam.json"))
+CONFIGS = sorted((Path(__file__).parents[1] / "nncf_wcam" / "configs").glob("*_wcam.json"))
 
 
 def _algorithms(config):

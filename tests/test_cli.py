@@ -14,7 +14,7 @@ from nncf_wcam import cli
 from nncf_wcam.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).parents[1]
-TINY = ROOT / "configs" / "tiny_test.json"
+TINY = ROOT / "nncf_wcam" / "configs" / "tiny_test.json"
 FAST = ["--teacher-epochs", "1", "--max-steps", "2", "--eval-samples", "8", "--quiet"]
 
 
@@ -166,7 +166,7 @@ def test_console_script_reports_errors_in_one_line(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if "nncf-wcam" in line] == [
-        f"nncf-wcam compress: error: Config file not found: {tmp_path / 'nope.json'}. Pass the path of an NNCF JSON config (see configs/)."
+        f"nncf-wcam compress: error: Config file not found: {tmp_path / 'nope.json'}. Pass the path of an NNCF JSON config (see nncf_wcam/configs/)."
     ]
 
 

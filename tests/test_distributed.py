@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parents[1]
-TINY = ROOT / "configs" / "tiny_test.json"
+TINY = ROOT / "nncf_wcam" / "configs" / "tiny_test.json"
 
 WORKER = textwrap.dedent(
     '''

@@ -14,7 +14,7 @@ from nncf_wcam.checkpoint import save_teacher
 from nncf_wcam.data import load_dataset
 from nncf_wcam.training import train_teacher
 
-TINY = Path(__file__).parents[1] / "configs" / "tiny_test.json"
+TINY = Path(__file__).parents[1] / "nncf_wcam" / "configs" / "tiny_test.json"
 
 
 @pytest.fixture(scope="module")

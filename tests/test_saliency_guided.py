@@ -30,7 +30,7 @@ from nncf_wcam.training import load_config
 from nncf_wcam.training import train_teacher
 
 REPO = Path(__file__).resolve().parents[1]
-MNIST_CONFIGS = sorted((REPO / "configs").glob("mnist_*.json"))
+MNIST_CONFIGS = sorted((REPO / "nncf_wcam" / "configs").glob("mnist_*.json"))
 
 
 @pytest.fixture(scope="module", autouse=True)
