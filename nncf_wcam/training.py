@@ -199,14 +199,21 @@ def fine_tune(
 ) -> list:
     """Compression-aware fine-tuning in one process; returns per-step loss records.
 
-    `max_steps` caps the steps of each epoch (smoke tests and quick benchmarks).
+    The optimizer block's `"schedule_type"` (e.g. "cosine") sets the LR per epoch, as in the CLI;
+    each record carries the epoch's `lr`. `max_steps` caps the steps of each epoch (smoke tests and
+    quick benchmarks).
     """
     torch.manual_seed(seed)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     optimizer = make_optimizer(model.parameters(), optimizer_spec)
+    lr_scheduler = make_lr_scheduler(optimizer, optimizer_spec, epochs)
     history = []
     for epoch in range(epochs):
-        history += train_epoch(compression_ctrl, model, loader, optimizer, epoch, epochs, max_steps=max_steps, logits_output=logits_output, progress=progress)
+        lr = optimizer.param_groups[0]["lr"]
+        records = train_epoch(compression_ctrl, model, loader, optimizer, epoch, epochs, max_steps=max_steps, logits_output=logits_output, progress=progress)
+        history += [{**record, "lr": lr} for record in records]
+        if lr_scheduler is not None:
+            lr_scheduler.step()
     return history
 
 

@@ -12,7 +12,7 @@ from conftest import input_info
 
 LAYER = SmallCNN.LAST_CONV_BLOCK
 PRUNING = {"algorithm": "filter_pruning", "pruning_init": 0.5, "params": {"schedule": "exponential", "pruning_target": 0.5, "pruning_steps": 1}}
-MATCHING = {"algorithm": "attribution_matching", "layers": [LAYER], "weight": 100.0, "stochastic_drop": 0.3}
+MATCHING = {"algorithm": "attribution_matching"}  # the default block: what a user gets without tuning
 
 
 def _gradcam(model, x, target):

@@ -83,6 +83,9 @@ class AttributionMatchingBuilder(RegularizerBuilder):
         if layer_weights is not None and len(layer_weights) != count:
             msg = f"{ATTRIBUTION_MATCHING}.layer_weights: {len(layer_weights)} weights for {count} layer(s). Fix: give one weight per layer."
             raise AlgorithmConfigError(msg)
+        if layers == [] and self.params["input_method"] is None:
+            msg = f"{ATTRIBUTION_MATCHING}.layers: [] matches nothing. Fix: name a layer, use \"auto\", or set \"input_method\"."
+            raise AlgorithmConfigError(msg)
         super().__init__(config, should_init)
         self._teacher = None
         self._layers = None
@@ -104,6 +107,8 @@ class AttributionMatchingBuilder(RegularizerBuilder):
             stochastic_drop=self.params["stochastic_drop"],
             logits_output=self.params["logits_output"],
             seed=self.params["seed"],
+            input_method=self.params["input_method"],
+            input_weight=self.params["input_weight"],
         )
         return AttributionMatchingController(model, matcher)
 
