@@ -1,54 +1,58 @@
-"""Does attribution matching keep the attributions that plain compression deforms, and at what cost?
+"""What a user gets from attribution matching: the default block against naive compression and KD.
 
-One teacher (SmallCNN) is trained once and cached. For each compression algorithm it is fine-tuned
-four ways under the same seeds: plain (naive), with NNCF's knowledge_distillation (kd), with
-attribution_matching (wcam), and with both (kd_wcam); `--multilayer` adds wcam matching three layers
-at once (wcam_multi). Each student is measured against the teacher:
-  accuracy                    on the evaluation split;
-  Grad-CAM agreement          at the matched layer (Pearson, Spearman, cosine, top-10 % IoU), teacher's top-1 class;
-  Saliency / IG agreement     methods the loss was not trained on;
-  pointing game / ROC-AUC     of upsampled Grad-CAM against digit masks on a cluttered set (true class);
-  IR occlusion agreement      Occlusion through the exported OpenVINO IR vs the teacher's (PyTorch).
-Data: the real MNIST test set in ../shared/data/mnist (first 8,000 images train, last 2,000
-evaluate), else scikit-learn's digits, said in the output. Writes results.json, table.md, a map grid
-PNG per algorithm (teacher / naive / wcam on the same inputs) and a bar chart of agreement.
+One SmallCNN teacher is trained once and cached. For each compression algorithm it is fine-tuned
+the same way for every variant (several epochs, Adam with a cosine-decaying LR: what an NNCF user
+runs for quantization-aware training, and long enough for pruning and sparsity to recover):
+  naive      the compression block alone;
+  kd         + NNCF's knowledge_distillation;
+  am         + {"algorithm": "attribution_matching"}, the default block, untuned;
+  kd_am      + both;
+  am_input   + the default block with "input_method" (input-space matching by double backprop).
+Each over several seeds (mean ± std). A beta sweep of the default block (one seed) draws accuracy
+against Grad-CAM agreement (pareto.png) so a user can pick beta. Every student is measured against
+the teacher on held-out images: accuracy; Grad-CAM (at the matched layer), Saliency and Integrated
+Gradients agreement (Pearson r, teacher's top-1 class). "Gap closed" = (r - r_naive) / (1 - r_naive).
 
-    python benchmarks/attribution_preservation.py [--quick] [--algorithms int8 filter_pruning ...]
-        [--seeds 0 1 2] [--epochs 1] [--multilayer] [--output DIR]
+Data: the real MNIST test set in ../shared/data/mnist (a slice of the first 8,000 images trains,
+the last 2,000 evaluate; the teacher trains on all 8,000), else scikit-learn's digits, said in the output. Each run's result is
+written to runs/<algorithm>_<variant>_<seed>.json as soon as it is measured: a cut-short run keeps
+what it measured, a rerun skips what exists, and `--aggregate-only` rebuilds the tables and
+figures from those files.
+
+    python benchmarks/attribution_preservation.py [--quick] [--algorithms int8 ...] [--seeds 0 1 2]
+        [--epochs 4] [--train-samples 2000] [--betas 1 10 100 1000] [--aggregate-only] [--output DIR]
 """
 
 import argparse
 import copy
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import nncf_wcam  # noqa: F401  (before nncf.torch)
 import numpy as np
 import torch
+from torch.utils.data import TensorDataset
 from tqdm import tqdm
 
 from nncf_wcam.checkpoint import atomic_torch_save, atomic_write_text
 from nncf_wcam.data import mnist_or_digits
-from nncf_wcam.evaluation import attribution_maps, compare_ir_occlusion, map_agreement, plot_map_grid, summarize
-from nncf_wcam.evaluation import localization_scores
-from nncf_wcam.export import ExportError, export_ir
-from nncf_wcam.localization import make_cluttered_dataset
+from nncf_wcam.evaluation import attribution_maps, map_agreement, plot_map_grid, summarize
 from nncf_wcam.models import SmallCNN
+from nncf_wcam.nncf_plugin.schema import ATTRIBUTION_MATCHING_DEFAULTS
 from nncf_wcam.training import accuracy, compress, fine_tune, load_config, train_teacher
 
 LAYER = SmallCNN.LAST_CONV_BLOCK
-MULTI_LAYERS = ["features.2", "features.5", LAYER]
+METHODS = ("grad_cam", "saliency", "integrated_gradients")
+SHORT = {"grad_cam": "Grad-CAM", "saliency": "Saliency", "integrated_gradients": "IG"}
 
 
 def _quantization(bits: int) -> dict:
     return {
         "algorithm": "quantization",
         "weights": {"bits": bits, "mode": "symmetric"},
-        # symmetric: NNCF makes ReLU outputs unsigned; asymmetric ranges whose low end drifts below 0
-        # after a ReLU break OpenVINO parity (see the saliency benchmark's notes)
+        # symmetric: NNCF makes ReLU outputs unsigned; asymmetric low ends drifting below 0 break IR parity
         "activations": {"bits": bits, "mode": "symmetric"},
         # min-max ranges collapse low-bit activations (DESIGN.md): percentiles instead
         "initializer": {"range": {"num_init_samples": 512, "type": "percentile", "params": {"min_percentile": 0.1, "max_percentile": 99.9}}, "batchnorm_adaptation": {"num_bn_adaptation_samples": 0}},
@@ -58,43 +62,45 @@ def _quantization(bits: int) -> dict:
 ALGORITHMS = {
     "int8": {"algorithm": "quantization", "initializer": {"range": {"num_init_samples": 512, "type": "mean_min_max"}, "batchnorm_adaptation": {"num_bn_adaptation_samples": 0}}},
     "int4": _quantization(4),
-    "int2": _quantization(2),
     "filter_pruning": {"algorithm": "filter_pruning", "pruning_init": 0.5, "params": {"schedule": "exponential", "pruning_target": 0.5, "pruning_steps": 1}},
     "magnitude_sparsity": {"algorithm": "magnitude_sparsity", "sparsity_init": 0.9, "params": {"schedule": "multistep", "multistep_steps": [], "multistep_sparsity_levels": [0.9], "sparsity_level_setting_mode": "global"}},
-    "rb_sparsity": {"algorithm": "rb_sparsity", "sparsity_init": 0.3, "params": {"schedule": "exponential", "sparsity_target": 0.7, "sparsity_target_epoch": 1, "sparsity_freeze_epoch": 2}},
 }
 KD = {"algorithm": "knowledge_distillation", "type": "softmax", "temperature": 2}
+DEFAULT_BLOCK = {"algorithm": "attribution_matching"}
 
 
-def matching_block(weight: float, layers: list) -> dict:
-    return {"algorithm": "attribution_matching", "layers": layers, "weight": weight, "stochastic_drop": 0.3}
+def variants(input_method: str, input_weight: float) -> dict:
+    return {
+        "naive": [],
+        "kd": [KD],
+        "am": [DEFAULT_BLOCK],
+        "kd_am": [KD, DEFAULT_BLOCK],
+        "am_input": [{**DEFAULT_BLOCK, "input_method": input_method, "input_weight": input_weight}],
+    }
 
 
-def variants(args) -> dict:
-    wcam = matching_block(args.weight, [LAYER])
-    result = {"naive": [], "kd": [KD], "wcam": [wcam], "kd_wcam": [KD, wcam]}
-    if args.multilayer:
-        result["wcam_multi"] = [matching_block(args.weight, MULTI_LAYERS)]
-    return result
+def sweep_blocks(betas: list) -> dict:
+    """The default block at other betas; the default beta itself is the main table's `am`."""
+    default = ATTRIBUTION_MATCHING_DEFAULTS["weight"]
+    return {f"beta_{beta:g}": [{**DEFAULT_BLOCK, "weight": beta}] for beta in betas if beta != default}
 
 
-def load_data(quick: bool):
-    data = mnist_or_digits()
-    if quick:
-        data.train.tensors = tuple(t[:512] for t in data.train.tensors)
-    return data
+def fine_tuning_subset(data, train_samples: int):
+    """The first `train_samples` training images: compression fine-tunes on a subset, as users often do."""
+    return TensorDataset(*(t[:train_samples] for t in data.train.tensors))
 
 
 def cached_teacher(data, args) -> SmallCNN:
-    """Trains the FP32 teacher once per (data, width, epochs) and caches it in the output folder."""
+    """Trains the FP32 teacher on the whole training split once and caches it (benchmarks/results/**/*.pt is ignored by git)."""
     path = (args.teacher_cache or args.output) / f"teacher_w{args.width}_e{args.teacher_epochs}_{len(data.train)}.pt"
     teacher = SmallCNN(width=args.width)
-    if path.is_file() and not args.fresh_teacher:
+    if path.is_file():
         teacher.load_state_dict(torch.load(path))
         print(f"teacher: cached {path}")
         return teacher.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    train_teacher(teacher, data.train, epochs=args.teacher_epochs, lr=2e-3, progress=True)
+    train_teacher(teacher, data.train, epochs=args.teacher_epochs, lr=2e-3)
     atomic_torch_save(teacher.state_dict(), path)
     return teacher.eval()
 
@@ -102,192 +108,272 @@ def cached_teacher(data, args) -> SmallCNN:
 class TeacherMaps:
     """The teacher's maps per method, computed once and reused for every student."""
 
-    def __init__(self, teacher, x, target, ig_samples: int):
-        self.teacher, self.x, self.target = teacher, x, target
-        self.ig_samples = ig_samples
+    def __init__(self, teacher, x, ig_samples: int, ig_steps: int):
+        self.teacher, self.x = teacher, x
+        self.target = teacher(x).argmax(1)
+        self.ig_samples, self.ig_steps = ig_samples, ig_steps
         self._maps = {}
 
     def options(self, method: str) -> dict:
-        return {"grad_cam": {"layer": LAYER}, "integrated_gradients": {"n_steps": 16}}.get(method, {})
-
-    def inputs(self, method: str):
-        n = self.ig_samples if method == "integrated_gradients" else len(self.x)
-        return self.x[:n], self.target[:n]
+        return {"grad_cam": {"layer": LAYER}, "integrated_gradients": {"n_steps": self.ig_steps}}.get(method, {})
 
     def agreement(self, student, method: str) -> dict:
-        x, target = self.inputs(method)
+        n = self.ig_samples if method == "integrated_gradients" else len(self.x)
+        x, target = self.x[:n], self.target[:n]
         if method not in self._maps:
             self._maps[method] = attribution_maps(self.teacher, x, method, target=target, **self.options(method))
-        student_maps = attribution_maps(student, x, method, target=target, **self.options(method))
-        return summarize(map_agreement(self._maps[method], student_maps))
+        return summarize(map_agreement(self._maps[method], attribution_maps(student, x, method, target=target, **self.options(method))))
 
 
-def evaluate_student(teacher_maps: TeacherMaps, student, ctrl, data, cluttered, args, ir_dir: Path) -> dict:
-    teacher, x = teacher_maps.teacher, teacher_maps.x
-    result = {"accuracy": accuracy(student, data.test)}
-    for method in ("grad_cam", "saliency", "integrated_gradients"):
-        result[method] = teacher_maps.agreement(student, method)
-    maps = attribution_maps(student, cluttered.images, "grad_cam", target=cluttered.labels, layer=LAYER, upsample_to_input=True)
-    result["localization"] = summarize(localization_scores(maps, cluttered.masks))
-    x_ir = x[: args.ir_samples]
-    try:
-        export = export_ir(ctrl, student, ir_dir, x_ir, min_top1_agreement=0.9)
-    except ExportError as error:  # recorded, not fatal: one bad export must not end a long run
-        tqdm.write(f"IR export failed: {error}")
-        result["ir_export_failed"] = 1.0
-        return result
-    result["ir_export_failed"] = 0.0
-    result["ir_parity"] = export.manifest["parity"]
-    result["ir_occlusion"] = summarize(compare_ir_occlusion(teacher, export.xml_path, x_ir, window=4, stride=2))
-    return result
+def optimizer_spec(args) -> dict:
+    return {"type": "Adam", "base_lr": args.lr, "schedule_type": "cosine"}
 
 
-def run_one(teacher, blocks, data, seed, args) -> tuple:
+def run_one(teacher, blocks, data, train_data, seed, args):
     size = data.image_shape[-1]
     config = {"input_info": {"sample_size": [1, 1, size, size]}, "compression": blocks, "log_dir": str(args.output / "nncf_logs")}
     if any(b.get("algorithm") == "quantization" and b.get("weights", {}).get("bits", 8) < 8 for b in blocks):
         config["target_device"] = "TRIAL"
     torch.manual_seed(seed)
-    ctrl, student = compress(copy.deepcopy(teacher), load_config(config), data.train)
-    fine_tune(ctrl, student, data.train, epochs=args.epochs, batch_size=64, seed=seed, max_steps=args.max_steps)
-    return ctrl, student.eval()
+    ctrl, student = compress(copy.deepcopy(teacher), load_config(config), train_data)
+    started = time.time()
+    history = fine_tune(ctrl, student, train_data, epochs=args.epochs, optimizer_spec=optimizer_spec(args), batch_size=64, seed=seed, max_steps=args.max_steps)
+    return student.eval(), history, time.time() - started
+
+
+def measure(teacher_maps: TeacherMaps, student, data) -> dict:
+    result = {"accuracy": accuracy(student, data.test)}
+    for method in METHODS:
+        result[method] = teacher_maps.agreement(student, method)
+    return result
+
+
+# --- aggregation --------------------------------------------------------------------------------
+
+def load_runs(runs_dir: Path) -> dict:
+    """{algorithm: {variant: [result, ...]}} from the per-run JSON files."""
+    runs = {}
+    for path in sorted(runs_dir.glob("*.json")):
+        record = json.loads(path.read_text())
+        runs.setdefault(record["algorithm"], {}).setdefault(record["variant"], []).append(record["result"])
+    return runs
 
 
 def mean_std(values) -> dict:
     values = np.asarray([v for v in values if v is not None and not np.isnan(v)], dtype=np.float64)
-    return {"mean": float(values.mean()) if len(values) else float("nan"), "std": float(values.std()) if len(values) else float("nan")}
+    if not len(values):
+        return {"mean": float("nan"), "std": float("nan"), "n": 0}
+    return {"mean": float(values.mean()), "std": float(values.std()), "n": int(len(values))}
 
 
-def aggregate(runs: list) -> dict:
-    """Mean and std over seeds of every numeric leaf of the per-run results."""
-    def leaves(d, prefix=""):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                yield from leaves(v, f"{prefix}{k}.")
-            elif isinstance(v, (int, float)):
-                yield f"{prefix}{k}", v
-
-    keys = list(dict.fromkeys(k for r in runs for k, _ in leaves(r)))  # union: a failed export lacks IR keys
-    return {key: mean_std([dict(leaves(r)).get(key) for r in runs]) for key in keys}
+def aggregate(results: list) -> dict:
+    stats = {"accuracy": mean_std([r["accuracy"] for r in results])}
+    for method in METHODS:
+        stats[method] = mean_std([r[method]["pearson"] for r in results])
+    return stats
 
 
-def table(summary: dict, teacher_scores: dict, variant_names: list) -> str:
-    def cell(stats, key, scale=1.0, digits=3):
-        s = stats.get(key)
-        return "-" if s is None or np.isnan(s["mean"]) else f"{s['mean'] * scale:.{digits}f} ± {s['std'] * scale:.{digits}f}"
+def gap_closed(variant: dict, naive: dict, method: str) -> float:
+    """Share of the naive gap to perfect agreement (r = 1) that a variant closes."""
+    gap = 1.0 - naive[method]["mean"]
+    return float("nan") if gap <= 0 else (variant[method]["mean"] - naive[method]["mean"]) / gap
 
+
+def summarize_runs(runs: dict) -> dict:
+    summary = {}
+    for algorithm, per_variant in runs.items():
+        summary[algorithm] = {variant: aggregate(results) for variant, results in per_variant.items()}
+        naive = summary[algorithm].get("naive")
+        for variant, stats in summary[algorithm].items():
+            if naive is None:
+                continue
+            stats["gap_closed"] = {m: gap_closed(stats, naive, m) for m in METHODS}
+            stats["accuracy_vs_naive_pt"] = 100 * (stats["accuracy"]["mean"] - naive["accuracy"]["mean"])
+    return summary
+
+
+def _pct(value: float) -> str:
+    return "-" if value is None or np.isnan(value) else f"{value * 100:.0f} %"
+
+
+def main_table(summary: dict, variant_names: list) -> str:
     lines = [
-        f"Teacher: accuracy {teacher_scores['accuracy'] * 100:.2f} %, pointing game {teacher_scores['localization']['pointing_game']:.3f}, ROC-AUC {teacher_scores['localization']['roc_auc']:.3f}.",
-        "",
-        "| algorithm | variant | accuracy % | Grad-CAM r | Grad-CAM IoU | Saliency r | IG r | pointing | ROC-AUC | IR occlusion r | gap closed |",
+        "| algorithm | variant | seeds | accuracy % | Δ acc vs naive (pt) | Grad-CAM r | Saliency r | IG r | gap closed Grad-CAM | gap closed Saliency | gap closed IG |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for algorithm, per_variant in summary.items():
-        naive_gap = 1 - per_variant["naive"]["grad_cam.pearson"]["mean"]
-        for variant in variant_names:
+        for variant in [v for v in variant_names if v in per_variant]:
             s = per_variant[variant]
-            gap = 1 - s["grad_cam.pearson"]["mean"]
-            closed = "-" if variant in ("naive", "kd") or naive_gap <= 0 else f"{(naive_gap - gap) / naive_gap * 100:.0f} %"
+            cells = [f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}" for m in METHODS]
+            closed = [_pct(s.get("gap_closed", {}).get(m)) if variant != "naive" else "-" for m in METHODS]
+            delta = "-" if variant == "naive" or "accuracy_vs_naive_pt" not in s else f"{s['accuracy_vs_naive_pt']:+.2f}"
             lines.append(
-                f"| {algorithm} | {variant} | {cell(s, 'accuracy', 100, 2)} | {cell(s, 'grad_cam.pearson')} | {cell(s, 'grad_cam.iou')} | "
-                f"{cell(s, 'saliency.pearson')} | {cell(s, 'integrated_gradients.pearson')} | {cell(s, 'localization.pointing_game')} | "
-                f"{cell(s, 'localization.roc_auc')} | {cell(s, 'ir_occlusion.pearson')} | {closed} |"
+                f"| {algorithm} | {variant} | {s['accuracy']['n']} | {s['accuracy']['mean'] * 100:.2f} ± {s['accuracy']['std'] * 100:.2f} | {delta} | "
+                + " | ".join(cells) + " | " + " | ".join(closed) + " |"
             )
     return "\n".join(lines) + "\n"
 
 
-def bar_chart(summary: dict, variant_names: list, path: Path) -> None:
+def targets(summary: dict) -> str:
+    """The issue's targets, met or missed, from the means over seeds."""
+    lines = ["| algorithm | default block: Grad-CAM gap closed ≥ 80 % at acc ≥ naive − 0.3 pt | input method: Saliency / IG gap ≥ 50 % | int4 acc std ≤ 2 pt (worst variant) |", "|---|---|---|---|"]
+    for algorithm, per_variant in summary.items():
+        am, am_input = per_variant.get("am"), per_variant.get("am_input")
+        cell_am = cell_in = "-"
+        if am and "gap_closed" in am:
+            ok = am["gap_closed"]["grad_cam"] >= 0.8 and am["accuracy_vs_naive_pt"] >= -0.3
+            cell_am = f"{'met' if ok else 'missed'}: {_pct(am['gap_closed']['grad_cam'])}, {am['accuracy_vs_naive_pt']:+.2f} pt"
+        if am_input and "gap_closed" in am_input:
+            g = am_input["gap_closed"]
+            ok = g["saliency"] >= 0.5 and g["integrated_gradients"] >= 0.5
+            cell_in = f"{'met' if ok else 'missed'}: {_pct(g['saliency'])} / {_pct(g['integrated_gradients'])} (Grad-CAM {_pct(g['grad_cam'])})"
+        std = "-"
+        if algorithm == "int4":
+            main = [v for v in ("naive", "kd", "am", "kd_am", "am_input") if v in per_variant]
+            worst = max(per_variant[v]["accuracy"]["std"] * 100 for v in main)
+            std = f"{'met' if worst <= 2 else 'missed'}: {worst:.2f} pt"
+        lines.append(f"| {algorithm} | {cell_am} | {cell_in} | {std} |")
+    return "\n".join(lines) + "\n"
+
+
+def _save_png(fig, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+
+
+def pareto_plot(summary: dict, default_beta: float, path: Path) -> None:
+    """Accuracy against Grad-CAM r per algorithm: naive, KD and the default block at each swept beta."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     algorithms = list(summary)
-    width = 0.8 / len(variant_names)
-    fig, ax = plt.subplots(figsize=(1.6 * len(algorithms) + 2, 3.6))
-    for i, variant in enumerate(variant_names):
-        means = [summary[a][variant]["grad_cam.pearson"]["mean"] for a in algorithms]
-        stds = [summary[a][variant]["grad_cam.pearson"]["std"] for a in algorithms]
-        ax.bar(np.arange(len(algorithms)) + i * width, means, width, yerr=stds, label=variant, capsize=2)
-    ax.set_xticks(np.arange(len(algorithms)) + width * (len(variant_names) - 1) / 2, algorithms)
-    ax.set_ylabel(f"Grad-CAM Pearson r vs teacher ({LAYER})")
-    ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.0)
-    ax.legend(fontsize=8, ncol=len(variant_names))
+    fig, axes = plt.subplots(1, len(algorithms), figsize=(4.2 * len(algorithms), 3.8), squeeze=False)
+    for ax, algorithm in zip(axes[0], algorithms):
+        per_variant = summary[algorithm]
+        points = []
+        for variant, stats in per_variant.items():
+            beta = default_beta if variant == "am" else float(variant[5:]) if variant.startswith("beta_") else None
+            if beta is not None:
+                points.append((beta, stats["grad_cam"]["mean"], stats["accuracy"]["mean"] * 100))
+        points.sort()
+        if points:
+            ax.plot([p[1] for p in points], [p[2] for p in points], "-o", color="tab:blue", label="default block, β sweep")
+            for beta, r, acc in points:
+                ax.annotate(f"β={beta:g}", (r, acc), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        for variant, marker, color in (("naive", "s", "black"), ("kd", "^", "tab:orange"), ("kd_am", "v", "tab:green"), ("am_input", "D", "tab:red")):
+            if variant in per_variant:
+                s = per_variant[variant]
+                ax.errorbar(s["grad_cam"]["mean"], s["accuracy"]["mean"] * 100, xerr=s["grad_cam"]["std"], yerr=s["accuracy"]["std"] * 100, fmt=marker, color=color, label=variant, capsize=2)
+        ax.set_title(algorithm)
+        ax.set_xlabel(f"Grad-CAM r vs teacher ({LAYER})")
+        ax.set_ylabel("accuracy %")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    _save_png(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
-def main() -> None:
+def write_reports(args, header: str) -> dict:
+    runs = load_runs(args.output / "runs")
+    summary = summarize_runs(runs)
+    main_variants = ["naive", "kd", "am", "kd_am", "am_input"]
+    default_beta = ATTRIBUTION_MATCHING_DEFAULTS["weight"]
+    swept = sorted({(float(v[5:]), v) for per in summary.values() for v in per if v.startswith("beta_")} | {(default_beta, "am")})
+    markdown = header + "\n## Variants (mean ± std over seeds)\n\n" + main_table(summary, main_variants)
+    markdown += f"\n## β sweep of the default block (seed {args.seeds[0]}; `am` is the default β = {default_beta:g}, mean of all seeds)\n\n"
+    markdown += main_table(summary, ["naive", *[name for _, name in swept]])
+    markdown += "\n## Targets\n\n" + targets(summary)
+    atomic_write_text(args.output / "table.md", markdown)
+    atomic_write_text(args.output / "results.json", json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "summary": summary}, indent=2))
+    if summary:
+        pareto_plot(summary, default_beta, args.output / "pareto.png")
+    print(markdown)
+    return summary
+
+
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny run for the test suite")
     parser.add_argument("--algorithms", nargs="+", choices=list(ALGORITHMS), default=list(ALGORITHMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs per student")
+    parser.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs per student (cosine LR decay over them)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam's initial LR")
+    parser.add_argument("--train-samples", type=int, default=2000)
     parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--teacher-epochs", type=int, default=6)
+    parser.add_argument("--betas", nargs="+", type=float, default=[1.0, 10.0, 100.0, 1000.0], help="beta sweep of the default block (seed 0)")
+    parser.add_argument("--variants", nargs="+", default=["naive", "kd", "am", "kd_am", "am_input"], help="subset of the main variants")
+    parser.add_argument("--input-method", choices=["saliency", "input_x_gradient"], default="input_x_gradient")
+    parser.add_argument("--input-weight", type=float, default=ATTRIBUTION_MATCHING_DEFAULTS["input_weight"])
+    parser.add_argument("--teacher-epochs", type=int, default=8)
     parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--weight", type=float, default=100.0, help="beta of attribution_matching")
-    parser.add_argument("--multilayer", action="store_true", help=f"also match {MULTI_LAYERS} at once")
-    parser.add_argument("--eval-samples", type=int, default=500)
-    parser.add_argument("--ig-samples", type=int, default=100, help="samples for Integrated Gradients (16 steps each)")
-    parser.add_argument("--ir-samples", type=int, default=32)
-    parser.add_argument("--cluttered-samples", type=int, default=300)
-    parser.add_argument("--fresh-teacher", action="store_true")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (1 runs small models best; run two processes on two cores)")
+    parser.add_argument("--eval-samples", type=int, default=300)
+    parser.add_argument("--ig-samples", type=int, default=100)
+    parser.add_argument("--ig-steps", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 runs small models best on a shared machine)")
     parser.add_argument("--teacher-cache", type=Path, default=None, help="folder holding the cached teacher (default: --output)")
+    parser.add_argument("--aggregate-only", action="store_true", help="rebuild tables and figures from runs/*.json")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "attribution_preservation")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.quick:
         args.algorithms = args.algorithms if len(args.algorithms) < len(ALGORITHMS) else ["int8"]
-        args.seeds, args.max_steps, args.teacher_epochs, args.width = args.seeds[:1], 4, 1, 4
-        args.eval_samples, args.ir_samples, args.cluttered_samples, args.ig_samples = 16, 2, 16, 4
-    (args.output / "nncf_logs").mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    data = load_data(args.quick)
-    print(f"data: {data.description}")
-    cluttered = make_cluttered_dataset(data.test, 2 * data.image_shape[-1], num_clutter=3, seed=0, num_samples=args.cluttered_samples)
-    teacher = cached_teacher(data, args)
-    cluttered_maps = attribution_maps(teacher, cluttered.images, "grad_cam", target=cluttered.labels, layer=LAYER, upsample_to_input=True)
-    teacher_scores = {"accuracy": accuracy(teacher, data.test), "localization": summarize(localization_scores(cluttered_maps, cluttered.masks))}
-    print(f"teacher: accuracy {teacher_scores['accuracy']:.4f}, localization {teacher_scores['localization']}")
+        args.seeds, args.max_steps, args.epochs, args.teacher_epochs, args.width = args.seeds[:1], 3, 2, 1, 4
+        args.train_samples, args.eval_samples, args.ig_samples, args.ig_steps, args.betas = 256, 16, 4, 4, [100.0]
+        args.variants = ["naive", "am", "am_input"]
+    return args
 
-    x_eval = data.test.tensors[0][: args.eval_samples]
-    teacher_maps = TeacherMaps(teacher, x_eval, teacher(x_eval).argmax(1), args.ig_samples)
-    variant_blocks = variants(args)
-    if args.quick:
-        variant_blocks = {name: variant_blocks[name] for name in ("naive", "wcam")}
-    grid_inputs = data.test.tensors[0][:8]
-    grid_target = teacher(grid_inputs).argmax(1)
-    runs, summary = {}, {}
-    jobs = [(a, v, s) for a in args.algorithms for v in variant_blocks for s in args.seeds]
-    with tempfile.TemporaryDirectory(prefix="nncf_wcam_irs_") as ir_root:
-        for algorithm, variant, seed in tqdm(jobs, desc="students"):
-            ctrl, student = run_one(teacher, [ALGORITHMS[algorithm], *variant_blocks[variant]], data, seed, args)
-            result = evaluate_student(teacher_maps, student, ctrl, data, cluttered, args, Path(ir_root) / f"{algorithm}_{variant}_{seed}")
-            runs.setdefault(algorithm, {}).setdefault(variant, []).append(result)
-            tqdm.write(f"{algorithm:>18} {variant:>10} seed {seed}: acc {result['accuracy']:.4f}, Grad-CAM r {result['grad_cam']['pearson']:.3f}, saliency r {result['saliency']['pearson']:.3f}")
-            if seed == args.seeds[0]:
-                grid = runs.setdefault("_grid", {}).setdefault(algorithm, {})
-                grid[variant] = attribution_maps(student, grid_inputs, "grad_cam", target=grid_target, layer=LAYER)
-        for algorithm in args.algorithms:
-            summary[algorithm] = {variant: aggregate(runs[algorithm][variant]) for variant in variant_blocks}
-            rows = {"teacher": attribution_maps(teacher, grid_inputs, "grad_cam", target=grid_target, layer=LAYER)}
-            rows.update({name: runs["_grid"][algorithm][name] for name in ("naive", "wcam", "wcam_multi") if name in runs["_grid"][algorithm]})
-            plot_map_grid(grid_inputs, rows, args.output / f"gradcam_grid_{algorithm}.png")
-    runs.pop("_grid")
-    variant_names = list(variant_blocks)
-    bar_chart(summary, variant_names, args.output / "gradcam_agreement.png")
-    markdown = table(summary, teacher_scores, variant_names)
-    elapsed = time.time() - started
-    header = f"{data.description}; SmallCNN(width={args.width}), matched layer {LAYER}, beta {args.weight}; seeds {args.seeds}; {args.epochs} fine-tuning epoch(s); wall time {elapsed / 60:.1f} min.\n\n"
-    atomic_write_text(args.output / "table.md", header + markdown)
-    atomic_write_text(args.output / "results.json", json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "data": data.description, "teacher": teacher_scores, "summary": summary, "runs": runs}, indent=2))
-    print(header + markdown)
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    runs_dir = args.output / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    (args.output / "nncf_logs").mkdir(exist_ok=True)
+    header_path = args.output / "header.txt"
+    if args.aggregate_only:
+        write_reports(args, header_path.read_text() if header_path.is_file() else "")
+        return
+    started = time.time()
+    data = mnist_or_digits()
+    train_data = fine_tuning_subset(data, args.train_samples)
+    print(f"data: {data.description}")
+    teacher = cached_teacher(data, args)
+    teacher_acc = accuracy(teacher, data.test)
+    print(f"teacher: accuracy {teacher_acc:.4f}")
+    teacher_maps = TeacherMaps(teacher, data.test.tensors[0][: args.eval_samples], args.ig_samples, args.ig_steps)
+    main_variants = {name: blocks for name, blocks in variants(args.input_method, args.input_weight).items() if name in args.variants}
+    jobs = [(a, v, s, main_variants[v]) for s in args.seeds for a in args.algorithms for v in main_variants]
+    jobs += [(a, v, args.seeds[0], blocks) for a in args.algorithms for v, blocks in sweep_blocks(args.betas).items()]
+    grid_x = data.test.tensors[0][:8]
+    grid_rows = {}
+    for algorithm, variant, seed, blocks in tqdm(jobs, desc="students"):
+        path = runs_dir / f"{algorithm}_{variant}_{seed}.json"
+        if path.is_file():
+            continue
+        student, history, train_s = run_one(teacher, [ALGORITHMS[algorithm], *blocks], data, train_data, seed, args)
+        result = measure(teacher_maps, student, data)
+        result["train_s"] = train_s
+        result["last_epoch_task_loss"] = float(np.mean([h["task_loss"] for h in history if h["epoch"] == history[-1]["epoch"]]))
+        record = {"algorithm": algorithm, "variant": variant, "seed": seed, "blocks": blocks, "result": result}
+        atomic_write_text(path, json.dumps(record, indent=2))
+        tqdm.write(f"{algorithm:>18} {variant:>10} seed {seed}: acc {result['accuracy']:.4f}, " + ", ".join(f"{SHORT[m]} r {result[m]['pearson']:.3f}" for m in METHODS) + f" ({train_s:.0f} s)")
+        if seed == args.seeds[0] and variant in ("naive", "am", "am_input"):
+            grid_rows.setdefault(algorithm, {"teacher": attribution_maps(teacher, grid_x, "grad_cam", target=teacher_maps.target[:8], layer=LAYER)})
+            grid_rows[algorithm][variant] = attribution_maps(student, grid_x, "grad_cam", target=teacher(grid_x).argmax(1), layer=LAYER)
+    for algorithm, rows in grid_rows.items():
+        plot_map_grid(grid_x, rows, args.output / f"gradcam_grid_{algorithm}.png")
+    header = (
+        f"{data.description}; teacher SmallCNN(width={args.width}) trained on all {len(data.train)} training images ({args.teacher_epochs} epochs), "
+        f"accuracy {teacher_acc * 100:.2f} %; students fine-tuned on the first {len(train_data)}; "
+        f"matched layer {LAYER} (\"auto\"); fine-tuning {args.epochs} epochs, batch 64, {json.dumps(optimizer_spec(args))}; "
+        f"seeds {args.seeds}; Grad-CAM and Saliency on {args.eval_samples} held-out images, IG ({args.ig_steps} steps) on {args.ig_samples}; "
+        f"input method {args.input_method}; this invocation {(time.time() - started) / 60:.1f} min.\n"
+    )
+    atomic_write_text(header_path, header)
+    write_reports(args, header)
 
 
 if __name__ == "__main__":

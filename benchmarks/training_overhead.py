@@ -1,9 +1,11 @@
 """Training-step cost of attribution matching, measured side by side in one run.
 
-Three variants of one compression-aware training step, for int8 quantization and filter pruning:
+Four variants of one compression-aware training step, for int8 quantization and filter pruning:
   plain    task loss + compression_ctrl.loss() without attribution_matching;
-  wcam     the same with the attribution_matching block (autograd.grad w.r.t. the matched activations);
-  authors  the same loss computed the WCAM authors' way: a full backward(create_graph=True) over all
+  wcam     the same with the default block {"algorithm": "attribution_matching"} (autograd.grad w.r.t.
+           the matched activations);
+  input    the default block with "input_method": "input_x_gradient" (double backprop to the input);
+  authors  the wcam loss computed the WCAM authors' way: a full backward(create_graph=True) over all
            parameters to get the activation gradient, then the final backward.
 Step times are interleaved (plain, wcam, authors, plain, ...) so that machine load hits all alike;
 peak memory is the peak RSS growth during the steps, each variant in a fresh subprocess
@@ -28,9 +30,10 @@ import psutil
 import torch
 import torch.nn.functional as F
 
-from nncf_wcam.attribution import normalize_maps, wcam_map
+from nncf_wcam.attribution import map_distance, wcam_map
 from nncf_wcam.checkpoint import atomic_write_text
 from nncf_wcam.data import mnist_or_digits
+from nncf_wcam.matching import DEFAULT_WEIGHT
 from nncf_wcam.models import SmallCNN
 from nncf_wcam.training import attribution_controller, compress, load_config, without_algorithm
 
@@ -39,8 +42,9 @@ ALGORITHMS = {
     "int8": {"algorithm": "quantization", "initializer": {"range": {"num_init_samples": 256, "type": "mean_min_max"}, "batchnorm_adaptation": {"num_bn_adaptation_samples": 0}}},
     "filter_pruning": {"algorithm": "filter_pruning", "pruning_init": 0.5, "params": {"schedule": "exponential", "pruning_target": 0.5, "pruning_steps": 1}},
 }
-MATCHING = {"algorithm": "attribution_matching", "layers": [LAYER], "weight": 100.0, "stochastic_drop": 0.3}
-VARIANTS = ("plain", "wcam", "authors")
+MATCHING = {"algorithm": "attribution_matching"}  # the default block ("layers": "auto" is features.9's map)
+INPUT_MATCHING = {**MATCHING, "input_method": "input_x_gradient"}
+VARIANTS = ("plain", "wcam", "input", "authors")
 
 
 def build_variants(algorithm: str, data, width: int):
@@ -53,6 +57,7 @@ def build_variants(algorithm: str, data, width: int):
     built = {
         "plain": compress(copy.deepcopy(base), without_algorithm(with_matching(), "attribution_matching"), data.train),
         "wcam": compress(copy.deepcopy(base), with_matching(), data.train),
+        "input": compress(copy.deepcopy(base), load_config({**copy.deepcopy(spec), "compression": [ALGORITHMS[algorithm], INPUT_MATCHING]}), data.train),
         "authors": compress(copy.deepcopy(base), without_algorithm(with_matching(), "attribution_matching"), data.train),
     }
     teacher = attribution_controller(built["wcam"][0]).teacher
@@ -75,7 +80,7 @@ def authors_matching_loss(model, teacher, x, output) -> torch.Tensor:
     output.gather(1, target[:, None]).sum().backward(create_graph=True, retain_graph=True)
     student_map = wcam_map(activation, activation.grad)
     model.zero_grad(set_to_none=True)  # the full backward filled every parameter's .grad; discard it
-    return 100.0 * (normalize_maps(teacher_map) - normalize_maps(student_map)).pow(2).mean()
+    return DEFAULT_WEIGHT * map_distance(teacher_map, student_map)
 
 
 def make_step(variant: str, ctrl, model, teacher, optimizer):
@@ -180,20 +185,22 @@ def main() -> None:
             "median_step_s": medians,
             "peak_rss_growth_mib": memory,
             "wcam_over_plain": medians["wcam"] / medians["plain"],
+            "input_over_plain": medians["input"] / medians["plain"],
             "authors_over_wcam": medians["authors"] / medians["wcam"],
         }
         print(f"{algorithm}: " + ", ".join(f"{v} {medians[v] * 1e3:.1f} ms / {memory[v]:.1f} MiB" for v in VARIANTS))
     lines = [
         f"Median training-step time and peak RSS growth, {args.steps} interleaved steps each, batch {args.batch}, {data.description}.",
         "",
-        "| algorithm | plain step | with attribution_matching | authors' way | wcam / plain | authors / wcam | peak MiB plain / wcam / authors |",
-        "|---|---|---|---|---|---|---|",
+        "| algorithm | plain step | default block | + input_method | authors' way | default / plain | input / plain | authors / default | peak MiB plain / default / input / authors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for algorithm, r in results.items():
         m, mem = r["median_step_s"], r["peak_rss_growth_mib"]
         lines.append(
-            f"| {algorithm} | {m['plain'] * 1e3:.1f} ms | {m['wcam'] * 1e3:.1f} ms | {m['authors'] * 1e3:.1f} ms | "
-            f"{r['wcam_over_plain']:.2f}x | {r['authors_over_wcam']:.2f}x | {mem['plain']:.1f} / {mem['wcam']:.1f} / {mem['authors']:.1f} |"
+            f"| {algorithm} | {m['plain'] * 1e3:.1f} ms | {m['wcam'] * 1e3:.1f} ms | {m['input'] * 1e3:.1f} ms | {m['authors'] * 1e3:.1f} ms | "
+            f"{r['wcam_over_plain']:.2f}x | {r['input_over_plain']:.2f}x | {r['authors_over_wcam']:.2f}x | "
+            f"{mem['plain']:.1f} / {mem['wcam']:.1f} / {mem['input']:.1f} / {mem['authors']:.1f} |"
         )
     table = "\n".join(lines) + "\n"
     args.output.mkdir(parents=True, exist_ok=True)
