@@ -345,8 +345,14 @@ def main() -> None:
     print(f"teacher: accuracy {teacher_acc:.4f}")
     teacher_maps = TeacherMaps(teacher, data.test.tensors[0][: args.eval_samples], args.ig_samples, args.ig_steps)
     main_variants = {name: blocks for name, blocks in variants(args.input_method, args.input_weight).items() if name in args.variants}
-    jobs = [(a, v, s, main_variants[v]) for s in args.seeds for a in args.algorithms for v in main_variants]
-    jobs += [(a, v, args.seeds[0], blocks) for a in args.algorithms for v, blocks in sweep_blocks(args.betas).items()]
+    # Most informative first, so that a run cut short still answers the most: the first seed of the
+    # cheap variants, the beta sweep, the other seeds, and last the costly input-space variant.
+    cheap = [v for v in main_variants if v != "am_input"]
+    first, rest = args.seeds[0], args.seeds[1:]
+    jobs = [(a, v, first, main_variants[v]) for a in args.algorithms for v in cheap]
+    jobs += [(a, v, first, blocks) for a in args.algorithms for v, blocks in sweep_blocks(args.betas).items()]
+    jobs += [(a, v, s, main_variants[v]) for s in rest for a in args.algorithms for v in cheap]
+    jobs += [(a, "am_input", s, main_variants["am_input"]) for s in args.seeds for a in args.algorithms if "am_input" in main_variants]
     grid_x = data.test.tensors[0][:8]
     grid_rows = {}
     for algorithm, variant, seed, blocks in tqdm(jobs, desc="students"):
