@@ -311,8 +311,8 @@ def parse_args():
     parser.add_argument("--teacher-epochs", type=int, default=8)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--eval-samples", type=int, default=300)
-    parser.add_argument("--ig-samples", type=int, default=100)
-    parser.add_argument("--ig-steps", type=int, default=32)
+    parser.add_argument("--ig-samples", type=int, default=64)
+    parser.add_argument("--ig-steps", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 runs small models best on a shared machine)")
     parser.add_argument("--teacher-cache", type=Path, default=None, help="folder holding the cached teacher (default: --output)")
     parser.add_argument("--aggregate-only", action="store_true", help="rebuild tables and figures from runs/*.json")
@@ -345,14 +345,16 @@ def main() -> None:
     print(f"teacher: accuracy {teacher_acc:.4f}")
     teacher_maps = TeacherMaps(teacher, data.test.tensors[0][: args.eval_samples], args.ig_samples, args.ig_steps)
     main_variants = {name: blocks for name, blocks in variants(args.input_method, args.input_weight).items() if name in args.variants}
-    # Most informative first, so that a run cut short still answers the most: the first seed of the
-    # cheap variants, the beta sweep, the other seeds, and last the costly input-space variant.
-    cheap = [v for v in main_variants if v != "am_input"]
+    # Most informative first, so that a run cut short still answers the most: naive and the default
+    # block over all seeds, KD and the input-space variant on the first seed, the beta sweep, then
+    # the remaining seeds of the others.
     first, rest = args.seeds[0], args.seeds[1:]
-    jobs = [(a, v, first, main_variants[v]) for a in args.algorithms for v in cheap]
-    jobs += [(a, v, first, blocks) for a in args.algorithms for v, blocks in sweep_blocks(args.betas).items()]
-    jobs += [(a, v, s, main_variants[v]) for s in rest for a in args.algorithms for v in cheap]
-    jobs += [(a, "am_input", s, main_variants["am_input"]) for s in args.seeds for a in args.algorithms if "am_input" in main_variants]
+    plan = [(v, s) for s in args.seeds for v in ("naive", "am")]
+    plan += [(v, first) for v in ("kd", "kd_am", "am_input")]
+    plan += [(v, first) for v in sweep_blocks(args.betas)]
+    plan += [(v, s) for s in rest for v in ("kd", "kd_am", "am_input")]
+    blocks_of = {**main_variants, **sweep_blocks(args.betas)}
+    jobs = [(a, v, s, blocks_of[v]) for v, s in plan for a in args.algorithms if v in blocks_of]
     grid_x = data.test.tensors[0][:8]
     grid_rows = {}
     for algorithm, variant, seed, blocks in tqdm(jobs, desc="students"):
