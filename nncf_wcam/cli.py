@@ -34,6 +34,8 @@ from typing import Any, Optional
 
 import nncf_wcam  # noqa: F401  (must precede nncf.torch)
 
+nncf_wcam.require_nncf_generation(2, "The nncf-wcam command line")  # NNCF 3.x: see nncf_wcam.nncf3
+
 import jsonschema
 import nncf
 import torch
