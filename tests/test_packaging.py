@@ -75,7 +75,8 @@ def test_install_dry_run_keeps_the_installed_torch(tmp_path, source_copy):
     result = _pip("install", "--dry-run", "--no-index", "--no-build-isolation", "--quiet", "--report", str(report), ".[nncf2]", cwd=source_copy)
     assert result.returncode == 0, result.stderr
     would_install = {item["metadata"]["name"].lower(): item["metadata"]["version"] for item in json.loads(report.read_text())["install"]}
-    assert would_install == {"nncf-wcam": nncf_wcam.__version__}
+    # nncf-wcam itself (absent when this very source is already installed); nothing else, torch least of all.
+    assert set(would_install) <= {"nncf-wcam"}, would_install
 
 
 def test_wheel_ships_the_configs(tmp_path, source_copy):
