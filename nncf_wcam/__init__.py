@@ -86,13 +86,17 @@ class _TestedTorchNoticeFilter(logging.Filter):
         return "NNCF provides best results with torch" not in record.getMessage()
 
 
+def is_tested_combination(nncf_version: str, torch_version: str) -> bool:
+    nncf_prefix, torch_prefix = _TESTED_NNCF2_TORCH
+    return nncf_version.startswith(nncf_prefix) and torch_version.startswith(torch_prefix)
+
+
 def _hide_torch_notice_if_tested() -> None:
     try:
         torch_version = metadata.version("torch")
     except metadata.PackageNotFoundError:
         return
-    nncf_prefix, torch_prefix = _TESTED_NNCF2_TORCH
-    if installed_nncf_version().startswith(nncf_prefix) and torch_version.startswith(torch_prefix):
+    if is_tested_combination(installed_nncf_version(), torch_version):
         from nncf.common.logging import nncf_logger  # nncf, not nncf.torch: tracing is already set
 
         nncf_logger.addFilter(_TestedTorchNoticeFilter())

@@ -125,3 +125,13 @@ def test_shipped_mnist_configs_point_at_the_shared_data_beside_a_clone():
     for name in [n for n in shipped_configs() if n.startswith("mnist_")]:
         root = Path(cli.read_config(name)["dataset"]["root"])
         assert root == (REPO.parent / "shared" / "data" / "mnist").resolve(), name
+
+
+def test_nncf_torch_notice_is_hidden_only_for_the_tested_combination():
+    from nncf.common.logging import nncf_logger
+
+    assert nncf_wcam.is_tested_combination("2.19.0", "2.13.0+cpu")
+    for nncf_version, torch_version in (("2.19.0", "2.9.1"), ("2.19.0", "2.12.0"), ("3.4.0", "2.13.0")):
+        assert not nncf_wcam.is_tested_combination(nncf_version, torch_version)
+    hidden = any(isinstance(f, nncf_wcam._TestedTorchNoticeFilter) for f in nncf_logger.filters)
+    assert hidden == nncf_wcam.is_tested_combination(metadata.version("nncf"), metadata.version("torch"))
