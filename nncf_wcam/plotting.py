@@ -170,9 +170,12 @@ def attribution_figure(
 
     where = method + ("" if layer is None else f" at layer {layer}")
     rule = f"for {target_rule}" + (" (column titles)" if explained is not None and column_titles is None else "")
-    legend = f"r: Pearson correlation with the {reference_label}'s map"
+    legend = [f"r: Pearson correlation with the {reference_label}'s map"]
     if predictions:
-        legend += f"; pred: the student's top-1 class (red: not the class explained)"
+        legend.append("pred: the student's top-1 class")
+    if labels is not None or predictions:
+        legend.append("red: a class that differs from the true label (titles) or from the class explained (pred)")
+    legend = " · ".join(legend)
     fig.suptitle(f"{where}, {rule}\n{legend}", fontsize=10)
     return fig
 
