@@ -20,6 +20,7 @@ Built on a bare matplotlib Figure with the Agg canvas (no pyplot state, no displ
 
 import io
 import os
+import textwrap
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -37,6 +38,8 @@ MAP_CMAP = "inferno"
 DIFFERENCE_CMAP = "RdBu_r"  # blue: the student attributes less than the reference, red: more
 MISMATCH_COLOR = "tab:red"
 PANEL_INCHES = 1.35
+COLOUR_BAR_WIDTH = 0.08  # of a panel's width
+TITLE_CHARS_PER_INCH = 12  # at 10 pt: title lines wrap to the figure's width
 INPUT_ROW = "input"
 
 
@@ -81,6 +84,12 @@ def _bare(ax, label: str) -> None:
     ax.set_label(label)  # the row's name, for whoever inspects the figure (tests)
 
 
+def _colour_bar(fig: Figure, image, cell, label: str) -> None:
+    colour_bar = fig.colorbar(image, cax=fig.add_subplot(cell))
+    colour_bar.ax.set_label("<colorbar>")  # what matplotlib names the colour bars it places itself
+    colour_bar.set_label(label, fontsize=8)
+
+
 def attribution_figure(
     images,
     reference_maps,
@@ -117,9 +126,13 @@ def attribution_figure(
 
     model_rows = list(scaled)
     rows = [INPUT_ROW, *model_rows, *[difference_label(label, reference_label) for label in differences]]
-    fig = Figure(figsize=(PANEL_INCHES * count + 3.6, PANEL_INCHES * 1.12 * len(rows) + 0.9), layout="constrained")
+    width = PANEL_INCHES * (count + COLOUR_BAR_WIDTH) + 3.2  # + row labels and the colour bars' ticks and labels
+    fig = Figure(figsize=(width, PANEL_INCHES * 1.12 * len(rows) + 0.9), layout="constrained")
+    fig.get_layout_engine().set(w_pad=0.1, h_pad=0.05)  # a margin around the row labels at the left edge
     FigureCanvasAgg(fig)
-    axes = fig.subplots(len(rows), count, squeeze=False)
+    # A narrow last column holds the colour bars, so that every row's panels line up.
+    grid = fig.add_gridspec(len(rows), count + 1, width_ratios=[1.0] * count + [COLOUR_BAR_WIDTH])
+    axes = np.array([[fig.add_subplot(grid[row, column]) for column in range(count)] for row in range(len(rows))])
 
     for column in range(count):
         ax = axes[0, column]
@@ -162,11 +175,9 @@ def attribution_figure(
     for row, label in enumerate(rows):
         axes[row, 0].set_ylabel(label.replace(" − ", "\n− "), fontsize=9, rotation=0, ha="right", va="center", labelpad=6)
 
-    colorbar = fig.colorbar(map_image, ax=axes[1 : 1 + len(model_rows), :].ravel().tolist(), shrink=0.9, aspect=25)
-    colorbar.set_label("attribution\n(each map min–max scaled)", fontsize=8)
+    _colour_bar(fig, map_image, grid[1 : 1 + len(model_rows), count], "attribution\n(each map min–max scaled)")
     if differences:
-        colorbar = fig.colorbar(difference_image, ax=axes[1 + len(model_rows) :, :].ravel().tolist(), shrink=0.9, aspect=25)
-        colorbar.set_label(f"student − {reference_label} (scaled maps)\nred: student more, blue: less", fontsize=8)
+        _colour_bar(fig, difference_image, grid[1 + len(model_rows) :, count], f"student − {reference_label}\n(red: more, blue: less)")
 
     where = method + ("" if layer is None else f" at layer {layer}")
     rule = f"for {target_rule}" + (" (column titles)" if explained is not None and column_titles is None else "")
@@ -174,9 +185,9 @@ def attribution_figure(
     if predictions:
         legend.append("pred: the student's top-1 class")
     if labels is not None or predictions:
-        legend.append("red: a class that differs from the true label (titles) or from the class explained (pred)")
-    legend = " · ".join(legend)
-    fig.suptitle(f"{where}, {rule}\n{legend}", fontsize=10)
+        legend.append("red: differs from the true label (titles) or from the explained class (pred)")
+    title = "\n".join(textwrap.wrap(f"{where}, {rule}", TITLE_CHARS_PER_INCH * width) + textwrap.wrap(" · ".join(legend), TITLE_CHARS_PER_INCH * width))
+    fig.suptitle(title, fontsize=10)
     return fig
 
 
