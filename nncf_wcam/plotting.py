@@ -186,7 +186,8 @@ def attribution_figure(
         legend.append("pred: the student's top-1 class")
     if labels is not None or predictions:
         legend.append("red: differs from the true label (titles) or from the explained class (pred)")
-    title = "\n".join(textwrap.wrap(f"{where}, {rule}", TITLE_CHARS_PER_INCH * width) + textwrap.wrap(" · ".join(legend), TITLE_CHARS_PER_INCH * width))
+    line = int(TITLE_CHARS_PER_INCH * width)
+    title = "\n".join(textwrap.wrap(f"{where}, {rule}", line) + textwrap.wrap(" · ".join(legend), line))
     fig.suptitle(title, fontsize=10)
     return fig
 
