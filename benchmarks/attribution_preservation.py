@@ -26,7 +26,6 @@ figures from those files.
 import argparse
 import copy
 import json
-import os
 import time
 from pathlib import Path
 
@@ -38,8 +37,9 @@ from tqdm import tqdm
 
 from nncf_wcam.checkpoint import atomic_torch_save, atomic_write_text
 from nncf_wcam.data import mnist_or_digits
-from nncf_wcam.evaluation import attribution_maps, map_agreement, plot_map_grid, summarize
+from nncf_wcam.evaluation import attribution_maps, map_agreement, summarize
 from nncf_wcam.models import SmallCNN
+from nncf_wcam.plotting import save_png, write_attribution_figure
 from nncf_wcam.nncf_plugin.schema import ATTRIBUTION_MATCHING_DEFAULTS
 from nncf_wcam.training import accuracy, compress, fine_tune, load_config, train_teacher
 
@@ -236,12 +236,6 @@ def targets(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _save_png(fig, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
-
-
 def pareto_plot(summary: dict, default_beta: float, path: Path) -> None:
     """Accuracy against Grad-CAM r per algorithm: naive, KD and the default block at each swept beta."""
     import matplotlib
@@ -273,7 +267,7 @@ def pareto_plot(summary: dict, default_beta: float, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    _save_png(fig, path)
+    save_png(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -356,6 +350,7 @@ def main() -> None:
     blocks_of = {**main_variants, **sweep_blocks(args.betas)}
     jobs = [(a, v, s, blocks_of[v]) for v, s in plan for a in args.algorithms if v in blocks_of]
     grid_x = data.test.tensors[0][:8]
+    grid_target = teacher(grid_x).argmax(1)
     grid_rows = {}
     for algorithm, variant, seed, blocks in tqdm(jobs, desc="students"):
         path = runs_dir / f"{algorithm}_{variant}_{seed}.json"
@@ -369,10 +364,22 @@ def main() -> None:
         atomic_write_text(path, json.dumps(record, indent=2))
         tqdm.write(f"{algorithm:>18} {variant:>10} seed {seed}: acc {result['accuracy']:.4f}, " + ", ".join(f"{SHORT[m]} r {result[m]['pearson']:.3f}" for m in METHODS) + f" ({train_s:.0f} s)")
         if seed == args.seeds[0] and variant in ("naive", "am", "am_input"):
-            grid_rows.setdefault(algorithm, {"teacher": attribution_maps(teacher, grid_x, "grad_cam", target=teacher_maps.target[:8], layer=LAYER)})
-            grid_rows[algorithm][variant] = attribution_maps(student, grid_x, "grad_cam", target=teacher(grid_x).argmax(1), layer=LAYER)
-    for algorithm, rows in grid_rows.items():
-        plot_map_grid(grid_x, rows, args.output / f"gradcam_grid_{algorithm}.png")
+            grid = grid_rows.setdefault(algorithm, {"maps": {}, "pred": {}})
+            grid["maps"][variant] = attribution_maps(student, grid_x, "grad_cam", target=grid_target, layer=LAYER)
+            with torch.no_grad():
+                grid["pred"][variant] = student.eval()(grid_x).argmax(1).tolist()
+    for algorithm, grid in grid_rows.items():
+        write_attribution_figure(
+            args.output / f"gradcam_grid_{algorithm}.png",
+            grid_x,
+            attribution_maps(teacher, grid_x, "grad_cam", target=grid_target, layer=LAYER),
+            grid["maps"],
+            method=f"Grad-CAM ({algorithm}, seed {args.seeds[0]})",
+            layer=LAYER,
+            explained_classes=grid_target.tolist(),
+            true_labels=data.test.tensors[1][: len(grid_x)].tolist(),
+            predictions=grid["pred"],
+        )
     header = (
         f"{data.description}; teacher SmallCNN(width={args.width}) trained on all {len(data.train)} training images ({args.teacher_epochs} epochs), "
         f"accuracy {teacher_acc * 100:.2f} %; students fine-tuned on the first {len(train_data)}; "

@@ -1,6 +1,7 @@
 """The `nncf-wcam` command line: compress, export, evaluate.
 
-    nncf-wcam compress --config nncf_wcam/configs/quantization_int8_wcam.json --output runs/int8 [--compare-naive]
+    nncf-wcam compress --config quantization_int8_wcam --output runs/int8 [--compare-naive]
+    nncf-wcam configs                                  (the shipped configs, usable by name in --config)
     nncf-wcam export   --checkpoint runs/int8/checkpoint.pt --output runs/int8/ir_npu --static-shape --device NPU
     nncf-wcam evaluate --checkpoint runs/int8/checkpoint.pt [--ir runs/int8/ir]
 
@@ -33,6 +34,8 @@ from typing import Any, Optional
 
 import nncf_wcam  # noqa: F401  (must precede nncf.torch)
 
+nncf_wcam.require_nncf_generation(2, "The nncf-wcam command line")  # NNCF 3.x: see nncf_wcam.nncf3
+
 import jsonschema
 import nncf
 import torch
@@ -52,6 +55,10 @@ from nncf_wcam.checkpoint import restore_compressed_model
 from nncf_wcam.checkpoint import save_checkpoint
 from nncf_wcam.checkpoint import save_teacher
 from nncf_wcam.checkpoint import set_rng_states
+from nncf_wcam.config_files import ConfigNotFoundError
+from nncf_wcam.config_files import resolve_config
+from nncf_wcam.config_files import shipped_configs
+from nncf_wcam.config_files import with_dataset_root_from
 from nncf_wcam.data import NUM_CLASSES
 from nncf_wcam.data import DataError
 from nncf_wcam.data import DatasetSplit
@@ -119,9 +126,10 @@ def _say(message: str = "") -> None:
 
 def read_config(path: str) -> dict:
     """The config JSON as a dict; a missing file or bad JSON is a UsageError."""
-    config_path = Path(path)
-    if not config_path.is_file():
-        raise UsageError(f"Config file not found: {path}. Pass the path of an NNCF JSON config (see nncf_wcam/configs/).")
+    try:
+        config_path = resolve_config(path)  # a file, or the name of a shipped config
+    except ConfigNotFoundError as e:
+        raise UsageError(str(e)) from e
     try:
         data = json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
@@ -130,7 +138,7 @@ def read_config(path: str) -> dict:
         raise UsageError(f"Cannot read config {path}: {e}.") from e
     if not isinstance(data, dict):
         raise UsageError(f"Config {path} must hold a JSON object, not a {type(data).__name__}.")
-    return data
+    return with_dataset_root_from(data, config_path)  # a relative "root" is read from the config's folder
 
 
 def validated_config(data: dict, source: str) -> nncf.NNCFConfig:
@@ -598,6 +606,12 @@ class _scratch_dir:
         self._tmp.cleanup()
 
 
+def cmd_configs(args) -> int:
+    for name in shipped_configs():
+        print(name)
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -611,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     compress = commands.add_parser("compress", help="train the teacher, compress with the config, export the IR, report")
-    compress.add_argument("--config", required=True, help="NNCF JSON config with an attribution_matching block (see nncf_wcam/configs/)")
+    compress.add_argument("--config", required=True, help="NNCF JSON config with an attribution_matching block: a path, or a shipped config's name (nncf-wcam configs)")
     compress.add_argument("--output", required=True, help="output folder (teacher.pt, checkpoint.pt, ir/, report.json, PNG)")
     compress.add_argument("--teacher", help="teacher weights (teacher.pt, checkpoint.pt or a state_dict); trained here when absent")
     compress.add_argument("--compare-naive", action="store_true", help="also compress without attribution_matching (same seeds) and compare")
@@ -634,6 +648,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--eval-samples", type=int, default=DEFAULT_EVAL_SAMPLES, help="test samples for the parity check")
     export.add_argument("--verbose", action="store_true", help="NNCF's info messages")
     export.set_defaults(func=cmd_export)
+
+    configs = commands.add_parser("configs", help="list the configs shipped with the package (usable by name in --config)")
+    configs.set_defaults(func=cmd_configs)
 
     evaluate = commands.add_parser("evaluate", help="teacher vs student attribution agreement, PyTorch and IR")
     evaluate.add_argument("--checkpoint", required=True, help="checkpoint.pt written by compress")

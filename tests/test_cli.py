@@ -12,6 +12,7 @@ import torch
 import nncf_wcam  # noqa: F401  (must precede nncf.torch)
 from nncf_wcam import cli
 from nncf_wcam.checkpoint import load_checkpoint
+from nncf_wcam.config_files import shipped_configs
 
 ROOT = Path(__file__).parents[1]
 TINY = ROOT / "nncf_wcam" / "configs" / "tiny_test.json"
@@ -166,7 +167,8 @@ def test_console_script_reports_errors_in_one_line(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if "nncf-wcam" in line] == [
-        f"nncf-wcam compress: error: Config file not found: {tmp_path / 'nope.json'}. Pass the path of an NNCF JSON config (see nncf_wcam/configs/)."
+        f"nncf-wcam compress: error: Config file not found: {tmp_path / 'nope.json'}. Pass the path of an NNCF JSON config "
+        f"or the name of a shipped one: {', '.join(shipped_configs())} (nncf-wcam configs lists them)."
     ]
 
 
