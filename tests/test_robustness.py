@@ -293,11 +293,13 @@ VALID_VALUE = {
     "method": lambda v: isinstance(v, str) and v in ("wcam", "ewa"),
     "weight": lambda v: _real(v) and v >= 0,
     "layers": lambda v: (isinstance(v, str) and v == "auto")
-    or (isinstance(v, list) and len(v) >= 1 and all(isinstance(s, str) and s for s in v) and len(set(v)) == len(v)),
+    or (isinstance(v, list) and all(isinstance(s, str) and s for s in v) and len(set(v)) == len(v)),  # [] is schema-valid (input maps alone)
     "layer_weights": lambda v: v is None or (isinstance(v, list) and len(v) >= 1 and all(_real(w) and w >= 0 for w in v)),
     "stochastic_drop": lambda v: _real(v) and 0 <= v < 1,
     "logits_output": lambda v: v is None or isinstance(v, str) or (_integer(v) and v >= 0),
     "seed": lambda v: _integer(v) and 0 <= v <= MAX_SEED,
+    "input_method": lambda v: v is None or (isinstance(v, str) and v in ("saliency", "input_x_gradient")),
+    "input_weight": lambda v: _real(v) and v >= 0,
 }
 assert set(VALID_VALUE) == set(OPTION_KEYS), "the oracle must cover every key of the schema"
 
@@ -329,6 +331,8 @@ VALID_VALUES = {
     "stochastic_drop": st.floats(min_value=0, max_value=1, exclude_max=True) | st.just(0),
     "logits_output": st.none() | st.integers(min_value=0, max_value=100) | st.text(max_size=8),
     "seed": st.integers(min_value=0, max_value=MAX_SEED),
+    "input_method": st.sampled_from([None, "saliency", "input_x_gradient"]),
+    "input_weight": st.floats(min_value=0, max_value=1e6) | st.integers(min_value=0, max_value=10**6),
 }
 NNCF_NEIGHBOURS = st.sampled_from([[], [QUANTIZATION], [{"algorithm": "magnitude_sparsity"}]])
 
