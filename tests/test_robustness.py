@@ -447,7 +447,7 @@ def test_random_valid_blocks_are_accepted():
         ({"stochastic_drop": float("nan")}, ["attribution_matching.stochastic_drop: nan is not a finite number", "< 1"]),
         ({"layer_weights": [1.0, float("-inf")]}, ["attribution_matching.layer_weights.1: -inf is not a finite number"]),
         ({"seed": 2**64}, ["attribution_matching.seed", "maximum", "Fix: set 'seed' to an integer >= 0, <= 18446744073709551615"]),
-        ({"layers": []}, ["attribution_matching.layers: [] is not valid", "Fix: set 'layers' to 'auto' or an array"]),
+        ({"layers": [""]}, ["attribution_matching.layers: [''] is not valid", "Fix: set 'layers' to 'auto' or an array"]),
         ({"layers": ["features.9", "features.9"]}, ["attribution_matching.layers", "without duplicates"]),
         ({"layers": [["features.9"]]}, ["attribution_matching.layers: [['features.9']] is not valid"]),
         ({"layers": "x" * 100000}, ["attribution_matching.layers", "...", "Fix: set 'layers'"]),
