@@ -36,6 +36,8 @@ from nncf import NNCFConfig
 from nncf.torch import create_compressed_model
 from nncf.torch import load_state
 from nncf_wcam.models import create_model
+from nncf_wcam.staging import clean_stale_staging
+from nncf_wcam.staging import file_staging_prefix
 
 FORMAT = "nncf_wcam.checkpoint"
 TEACHER_FORMAT = "nncf_wcam.teacher"
@@ -61,7 +63,8 @@ def _atomic_write(path: Union[str, os.PathLike], write) -> Path:
     """Writes through `write(file object)` to a temporary file beside `path`, then renames it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    clean_stale_staging(path)  # what a writer killed before its rename left behind
+    descriptor, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=file_staging_prefix(path.name), suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as f:
             write(f)

@@ -17,7 +17,10 @@ What `export_ir` does, in order:
    counts / FLOPs / zero fraction, runtime precisions, versions) and swaps the staging folder in.
 
 The output folder holds exactly `model.xml`, `model.bin` and `manifest.json`; it is replaced as
-a whole (`atomic_directory`), so an earlier good export survives any failed one.
+a whole (`atomic_directory`), so an earlier good export survives any failed one. An existing
+folder is replaced only when it provably is an earlier export of ours (its manifest says
+`"producer": "nncf_wcam"` and it holds nothing else); anything else is refused with
+`OutputFolderError` and left untouched. A symbolic link is followed (the link stays).
 
 Devices: CPU, GPU, NPU, AUTO. NPU needs static shapes: with `device="NPU"` a dynamic batch request
 is turned into a static batch of 1, with a warning that is also recorded in the manifest.
@@ -47,12 +50,20 @@ import openvino as ov
 import torch
 from openvino._offline_transformations import apply_pruning_transformation
 
+from nncf_wcam.staging import clean_stale_staging
+from nncf_wcam.staging import folder_staging_name
+from nncf_wcam.staging import remove_tree
+
 logger = logging.getLogger(__name__)
 
 XML_NAME = "model.xml"
 BIN_NAME = "model.bin"
 MANIFEST_NAME = "manifest.json"
 LOGITS_TENSOR_NAME = "logits"
+# What every manifest says about itself: an export folder is replaced only when its manifest says this.
+MANIFEST_PRODUCER = "nncf_wcam"
+MANIFEST_VERSION = 1
+EXPORT_FILES = (XML_NAME, BIN_NAME, MANIFEST_NAME)  # all an export folder ever holds
 
 SUPPORTED_DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 # Device names of plugins OpenVINO no longer ships.
@@ -67,6 +78,10 @@ LogitsOutput = Optional[Union[int, str]]
 
 class ExportError(RuntimeError):
     """The export could not produce a faithful IR; nothing was written."""
+
+
+class OutputFolderError(ExportError):
+    """The output path cannot be replaced safely (not a folder of ours, a dangling link): nothing was touched."""
 
 
 class UnsupportedDeviceError(ExportError, ValueError):
@@ -93,19 +108,36 @@ def atomic_directory(path: Union[str, os.PathLike]) -> Iterator[Path]:
     `path` is first renamed aside and deleted only once the new folder is in place, so an earlier
     version stays intact until the new one is complete. Any exception (KeyboardInterrupt included)
     removes the staging folder and leaves `path` untouched. Only a process killed between the two
-    renames of the swap could leave the old version under `.<name>.old-<id>` next to `path`.
+    renames of the swap could leave the old version under `.<name>.old-<pid>-<id>` next to `path`;
+    the next write to `path` removes such leftovers of dead processes (`staging.clean_stale_staging`).
+    A symbolic link is followed: the folder it points to is replaced and the link kept; a dangling
+    link is refused (`OutputFolderError`).
     """
-    target = Path(path).absolute()
+    target = _followed(Path(path)).absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_staging(target)
     token = uuid.uuid4().hex[:8]
-    staging = target.parent / f".{target.name}.tmp-{token}"
+    staging = target.parent / folder_staging_name(target.name, "tmp", token)
     staging.mkdir()
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _swap_in(staging, target, target.parent / f".{target.name}.old-{token}")
+    _swap_in(staging, target, target.parent / folder_staging_name(target.name, "old", token))
+
+
+def _followed(path: Path) -> Path:
+    """The folder a symbolic link names (the link itself is kept); a dangling link is refused."""
+    if not path.is_symlink():
+        return path
+    if not path.exists():
+        msg = (
+            f"Output path {path} is a symbolic link to {os.readlink(path)}, which does not exist. "
+            "Fix: create that folder, remove the link, or name another output folder."
+        )
+        raise OutputFolderError(msg)
+    return path.resolve()
 
 
 def _swap_in(staging: Path, target: Path, backup: Path) -> None:
@@ -119,21 +151,55 @@ def _swap_in(staging: Path, target: Path, backup: Path) -> None:
         os.replace(backup, target)  # put the earlier version back
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    shutil.rmtree(backup, ignore_errors=True)
+    try:
+        remove_tree(backup)  # also when its user made the earlier IR read-only
+    except OSError as e:
+        logger.warning("Could not remove the previous version %s (%s); the new one is in place. Remove it by hand.", backup, e.strerror or e)
+
+
+def _not_ours(output_dir: Path) -> Optional[str]:
+    """Why a non-empty folder is not an earlier export of ours (None if it provably is one)."""
+    manifest_path = output_dir / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return f"it holds no {MANIFEST_NAME}"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return f"its {MANIFEST_NAME} is not readable JSON"
+    if not isinstance(manifest, dict):
+        return f"its {MANIFEST_NAME} was not written by nncf-wcam"
+    ours = manifest.get("producer") == MANIFEST_PRODUCER and isinstance(manifest.get("manifest_version"), int)
+    # Exports written before the producer key existed: the IR format tag and our version entry.
+    legacy = manifest.get("format") == "openvino_ir" and isinstance(manifest.get("versions"), dict) and "nncf_wcam" in manifest["versions"]
+    if not (ours or legacy):
+        return f"its {MANIFEST_NAME} was not written by nncf-wcam"
+    others = sorted(entry.name for entry in output_dir.iterdir() if entry.name not in EXPORT_FILES or not entry.is_file())
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        return f"it also holds {shown}, which an export does not write"
+    return None
 
 
 def _check_replaceable(output_dir: Path) -> None:
-    """The output folder is replaced as a whole: refuse to do that to a folder that is not an earlier export."""
+    """The output folder is replaced as a whole: refuse to do that to a folder that is not an earlier export of ours."""
+    output_dir = _followed(output_dir)
     if not output_dir.exists():
         return
     if not output_dir.is_dir():
-        raise ExportError(f"Output path {output_dir} exists and is not a folder. Name a folder for the IR.")
-    if any(output_dir.iterdir()) and not (output_dir / MANIFEST_NAME).is_file():
+        raise OutputFolderError(f"Output path {output_dir} exists and is not a folder. Fix: name a folder for the IR.")
+    try:
+        empty = not any(output_dir.iterdir())
+    except OSError as e:
+        raise OutputFolderError(f"Cannot list output folder {output_dir}: {e.strerror or e}. Fix: name a folder you can read and write.") from e
+    if empty:
+        return
+    reason = _not_ours(output_dir)
+    if reason is not None:
         msg = (
-            f"Output folder {output_dir} is not empty and holds no {MANIFEST_NAME}: it is not an earlier export, "
-            "and exporting would replace it as a whole. Name a new or empty folder."
+            f"Output folder {output_dir} is not an earlier nncf-wcam export ({reason}); exporting replaces the "
+            "folder as a whole, so nothing was touched. Fix: name a new or empty folder."
         )
-        raise ExportError(msg)
+        raise OutputFolderError(msg)
 
 
 # --------------------------------------------------------------------------- devices
@@ -551,6 +617,8 @@ def export_ir(
             raise ExportError(msg)
         layers = runtime_precisions(compiled)
         manifest = {
+            "producer": MANIFEST_PRODUCER,
+            "manifest_version": MANIFEST_VERSION,
             "format": "openvino_ir",
             "files": {"xml": XML_NAME, "bin": BIN_NAME},
             "device": device,
