@@ -196,7 +196,7 @@ def _check_replaceable(output_dir: Path) -> None:
     reason = _not_ours(output_dir)
     if reason is not None:
         msg = (
-            f"Output folder {output_dir} is not an earlier nncf-wcam export ({reason}); exporting replaces the "
+            f"Output folder {output_dir} is not an earlier export by nncf-wcam ({reason}); exporting replaces the "
             "folder as a whole, so nothing was touched. Fix: name a new or empty folder."
         )
         raise OutputFolderError(msg)

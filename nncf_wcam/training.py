@@ -5,6 +5,7 @@ The fine-tuning loop is the one every NNCF 2.x project already has: task loss pl
 """
 
 import json
+import math
 import os
 from typing import Optional, Union
 
@@ -132,6 +133,23 @@ def make_lr_scheduler(optimizer: torch.optim.Optimizer, spec: Optional[dict] = N
     raise ValueError(msg)
 
 
+class NonFiniteLossError(RuntimeError):
+    """A training loss became NaN or infinite: training stopped before that step changed any weight."""
+
+
+def check_finite_losses(task_loss, compression_loss, epoch: int, step: int) -> None:
+    """Stops at the first NaN or infinite loss, naming the step and which loss, so no NaN weights are saved."""
+    for name, loss in (("task", task_loss), ("compression", compression_loss)):
+        value = _value(loss)
+        if not math.isfinite(value):
+            fix = "lower the weights of the compression algorithms or the learning rate" if name == "compression" else "lower the learning rate"
+            msg = (
+                f"The {name} loss is {value} at step {step + 1} of epoch {epoch + 1}: training stopped there, and the "
+                f"last checkpoint (from the last completed epoch) is kept. Fix: {fix}, or check the data."
+            )
+            raise NonFiniteLossError(msg)
+
+
 def _value(loss) -> float:
     return float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
 
@@ -174,6 +192,7 @@ def train_epoch(
         optimizer.zero_grad()
         task_loss = F.cross_entropy(select_logits(model(x), logits_output), y)
         compression_loss = compression_ctrl.loss()
+        check_finite_losses(task_loss, compression_loss, epoch, step)  # before the step spoils the weights
         (task_loss + compression_loss).backward()
         optimizer.step()
         record = {"epoch": epoch, "step": step, "task_loss": float(task_loss.detach()), "compression_loss": _value(compression_loss)}

@@ -5,6 +5,10 @@ from nncf.config.schema import REF_VS_ALGO_SCHEMA
 
 ATTRIBUTION_MATCHING = "attribution_matching"
 
+# The losses are float32 tensors: a multiplier above this is inf there (and every step NaN).
+FLOAT32_MAX = 3.4028234663852886e38
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed overflows above
+
 ATTRIBUTION_MATCHING_DEFAULTS = {
     "method": "wcam",
     "weight": 100.0,
@@ -32,6 +36,7 @@ ATTRIBUTION_MATCHING_SCHEMA = {
         "weight": {
             "type": "number",
             "minimum": 0,
+            "maximum": FLOAT32_MAX,
             "default": ATTRIBUTION_MATCHING_DEFAULTS["weight"],
             "description": "beta, the multiplier of the matching loss (the authors used 100).",
         },
@@ -47,7 +52,7 @@ ATTRIBUTION_MATCHING_SCHEMA = {
         },
         "layer_weights": {
             "type": ["array", "null"],
-            "items": {"type": "number", "minimum": 0},
+            "items": {"type": "number", "minimum": 0, "maximum": FLOAT32_MAX},
             "minItems": 1,
             "default": ATTRIBUTION_MATCHING_DEFAULTS["layer_weights"],
             "description": "lambda_l, one non-negative weight per entry of \"layers\" (default 1.0 each).",
@@ -70,7 +75,7 @@ ATTRIBUTION_MATCHING_SCHEMA = {
         "seed": {
             "type": "integer",
             "minimum": 0,
-            "maximum": 2**64 - 1,  # torch.Generator.manual_seed overflows above
+            "maximum": MAX_SEED,
             "default": ATTRIBUTION_MATCHING_DEFAULTS["seed"],
             "description": "Seed of the algorithm's own random generator for the channel drop "
             "(the global RNG is left untouched).",
