@@ -22,7 +22,9 @@ takes its frozen teacher from that model, so the teacher comes back), then
 
 import json
 import os
+import pickle
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -137,9 +139,23 @@ def _load(path: Union[str, os.PathLike], what: str) -> Any:
         raise CheckpointError(f"{what} not found: {path}.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (any unreadable file gets the same one-line answer)
+    except PermissionError as e:
+        raise CheckpointError(f"Cannot read {what} {path}: permission denied. Fix: make the file readable (chmod u+r).") from e
+    except IsADirectoryError as e:
+        raise CheckpointError(f"{what} {path} is a folder. Fix: name the .pt file.") from e
+    except pickle.UnpicklingError as e:
+        # torch's message advises weights_only=False: never for a file the user did not make.
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what_else = f" ({found.group(1)})" if found else ""
+        msg = (
+            f"Cannot read {what} {path}: it holds Python objects{what_else} besides tensors and plain values, and "
+            "nncf-wcam loads weights only (nothing in the file is executed). Fix: use a file written by nncf-wcam, or "
+            "save plain weights with torch.save(model.state_dict(), path)."
+        )
+        raise CheckpointError(msg) from e
+    except Exception as e:  # noqa: BLE001  (any other unreadable file gets the same one-line answer)
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"Cannot read {what} {path}: {first_line}") from e
+        raise CheckpointError(f"Cannot read {what} {path}: {first_line[:200]}. Is it a complete torch file?") from e
 
 
 def save_teacher(path: Union[str, os.PathLike], teacher: nn.Module, spec: dict, **meta) -> Path:
@@ -213,12 +229,24 @@ def save_checkpoint(path: Union[str, os.PathLike], **fields) -> Path:
     return atomic_torch_save(make_checkpoint(**fields), path)
 
 
+# What every checkpoint holds (make_checkpoint); older or hand-made files without them are refused.
+REQUIRED_KEYS = ("config", "model", "compression_state", "state_dict", "teacher_state_dict", "optimizer", "epoch", "epochs", "rng", "history")
+
+
 def load_checkpoint(path: Union[str, os.PathLike]) -> dict:
     data = _load(path, "Checkpoint")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an nncf-wcam checkpoint (written by `nncf-wcam compress`).")
-    if data.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {data['version']}; this nncf-wcam reads up to {VERSION}.")
+    version = data.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{path} has checkpoint version {version!r:.40}, not a whole number: it was not written by nncf-wcam.")
+    if version > VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {version}; this nncf-wcam reads up to {VERSION}.")
+    missing = [key for key in REQUIRED_KEYS if key not in data]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}: it is incomplete or was not written by `nncf-wcam compress`.")
+    if not isinstance(data["config"], dict) or not isinstance(data["model"], dict):
+        raise CheckpointError(f"{path}: its config or model entry is not a mapping; it was not written by `nncf-wcam compress`.")
     return data
 
 
