@@ -75,6 +75,15 @@ from nncf_wcam.training import make_optimizer
 from nncf_wcam.training import train_epoch
 from nncf_wcam.training import train_teacher
 from nncf_wcam.training import without_algorithm
+from nncf_wcam.export import OutputFolderError
+from nncf_wcam.run_config import ENVIRONMENT_ERRNOS
+from nncf_wcam.run_config import RunConfigError
+from nncf_wcam.run_config import check_run_config
+from nncf_wcam.run_config import environment_error_line
+from nncf_wcam.training import NonFiniteLossError
+
+# Refusals of issue 13 (run configuration, non-finite losses, output folders not ours): one line, exit 2.
+RUN_ERRORS = (RunConfigError, NonFiniteLossError, OutputFolderError)
 
 PROG = "nncf-wcam"
 EXIT_USAGE = 2
@@ -177,8 +186,14 @@ def attribution_block(config: dict) -> Optional[dict]:
 
 
 def logits_output_of(config: dict):
-    block = attribution_block(config)
-    return block.get("logits_output") if block else None
+    """The logits selector of the plugin blocks (attribution_matching first, then saliency_guided)."""
+    sections = config.get("compression", [])
+    sections = [sections] if isinstance(sections, dict) else sections
+    for name in (ATTRIBUTION_MATCHING, "saliency_guided"):
+        block = next((b for b in sections if isinstance(b, dict) and b.get("algorithm") == name), None)
+        if block is not None and block.get("logits_output") is not None:
+            return block["logits_output"]
+    return None
 
 
 def build_checked_model(spec: dict):
@@ -375,6 +390,7 @@ def cmd_compress(args) -> int:
     _quiet_nncf(args.verbose)
     device = checked_device(args.device)
     raw = read_config(args.config)
+    check_run_config(raw, args)  # the whole run configuration, before any work
     output = Path(args.output)
     if output.exists() and not output.is_dir():
         raise UsageError(f"Output path {output} exists and is not a folder.")
@@ -653,8 +669,16 @@ def main(argv: Optional[list] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except USER_ERRORS as e:
+    except (*USER_ERRORS, *RUN_ERRORS) as e:
         print(f"{PROG} {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except RecursionError:
+        print(f"{PROG} {args.command}: error: the config nests too deeply to read. Fix: NNCF configs need 6 levels or fewer; check the file.", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:
+        if e.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        print(f"{PROG} {args.command}: error: {environment_error_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except ExportError as e:
         print(f"{PROG} {args.command}: export failed: {one_line(e)}", file=sys.stderr)
