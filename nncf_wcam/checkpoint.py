@@ -74,9 +74,11 @@ def _atomic_write(path: Union[str, os.PathLike], write) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
+        if isinstance(error, OSError) and not isinstance(error.filename, str):
+            raise OSError(error.errno, error.strerror, str(path)) from error  # name the file (a full disk, ...)
         raise
     return path
 
@@ -154,8 +156,8 @@ def _load(path: Union[str, os.PathLike], what: str) -> Any:
         )
         raise CheckpointError(msg) from e
     except Exception as e:  # noqa: BLE001  (any other unreadable file gets the same one-line answer)
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"Cannot read {what} {path}: {first_line[:200]}. Is it a complete torch file?") from e
+        first = str(e).strip().splitlines()[0].split(". ")[0].rstrip(".") if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"Cannot read {what} {path}: {first[:160]}. Fix: use a complete file written by nncf-wcam (it may be truncated).") from e
 
 
 def save_teacher(path: Union[str, os.PathLike], teacher: nn.Module, spec: dict, **meta) -> Path:

@@ -50,6 +50,7 @@ class DatasetSplit:
 # announces more is refused before anything is decompressed (a gzip bomb stops at its header).
 MAX_IDX_BYTES = 2 * 1024**3
 _CHUNK = 1 << 20
+MAX_IDX_DIMS = 8  # numpy stops at 64; datasets use 1 (labels) to 4 (colour images)
 
 
 def _unreadable(path: Path, error: BaseException) -> DataError:
@@ -99,6 +100,9 @@ def read_idx(path: os.PathLike) -> np.ndarray:
                 msg = f"{path} is not an IDX file: unknown data type code 0x{magic[2]:02X} in its magic number (IDX uses {codes})."
                 raise DataError(msg)
             ndim = magic[3]
+            if ndim > MAX_IDX_DIMS:
+                msg = f"{path}: its IDX header announces {ndim} dimensions; image and label files have 1 to {MAX_IDX_DIMS}. The file is corrupted or not a dataset."
+                raise DataError(msg)
             dims = _read_exactly(f, 4 * ndim)
             if len(dims) < 4 * ndim:
                 raise DataError(f"IDX file {path} is truncated inside its header. Replace it with a complete copy.")
