@@ -603,6 +603,15 @@ def test_export_replaces_its_own_earlier_export(tmp_path, tiny_run):
     TALLY["control/re-export over our own export"] = "replaced"
 
 
+def test_cli_reads_saliency_guided_logits_output():
+    """Item 6: a dict-output model trained with saliency_guided alone needs the CLI to read that block's logits_output."""
+    config = tiny(model="dict_cnn", compression=[{"algorithm": "saliency_guided", "logits_output": "logits"}])
+    assert cli.logits_output_of(config) == "logits"
+    both = tiny(compression=[{"algorithm": "attribution_matching", "logits_output": 1}, {"algorithm": "saliency_guided", "logits_output": 1}])
+    assert cli.logits_output_of(both) == 1
+    check_run_config(config)  # the dict output has "logits": accepted up front
+
+
 def test_zz_print_tally():
     """The closing note's numbers: run with -s."""
     endings = {}
