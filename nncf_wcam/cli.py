@@ -170,7 +170,7 @@ def _result(message: str = "") -> None:
 
 def _stage_bar(desc: str, total: int) -> tqdm:
     """One progress bar for a whole stage (all its epochs), with an ETA; none with --quiet or --json."""
-    return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True, disable=_Console.quiet or not distributed.is_main())
+    return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True, disable=_Console.quiet or total == 0 or not distributed.is_main())
 
 
 @contextlib.contextmanager
@@ -313,6 +313,7 @@ class Run:
     teacher_state: Optional[dict] = None  # None: to be trained
     layers: list = field(default_factory=list)  # the matched layers (attribution_matching)
     report_layer: Optional[str] = None  # the Grad-CAM layer of the report
+    layer_note: str = ""  # the line that tells the user which layer
 
 
 def _apply_config_defaults(config: dict, settings: RunSettings, output: Path) -> dict:
@@ -379,6 +380,10 @@ def _resolve_run(args, output: Path) -> Run:
         naive_config["log_dir"] = str(output / NAIVE_DIR_NAME / "nncf_logs")
     run = Run(output, settings, raw, nncf_config, naive_config, data, spec, resume=saved is not None)
     run.teacher_state = _known_teacher(args, run)
+    if run.resume:  # checkpoints that another run wrote (a mixed folder) are refused before anything is written
+        for path, used_config in ((output / CHECKPOINT_NAME, raw), (output / NAIVE_DIR_NAME / CHECKPOINT_NAME, naive_config)):
+            if used_config is not None and path.is_file():
+                check_checkpoint(load_checkpoint(path), path, settings=settings, config=dict(used_config), teacher_sha256=settings.teacher["sha256"])
     return run
 
 
@@ -429,11 +434,11 @@ def check_model_settings(run: Run) -> None:
         requested = block.get("layers", "auto")
         run.layers = check_layers(model, sample, requested)
         how = " (chosen by \"layers\": \"auto\")" if requested_layers(requested) == "auto" else ""
-        _say(f"Matched layer{'s' if len(run.layers) > 1 else ''}: {', '.join(run.layers)}{how}")
+        run.layer_note = f"Matched layer{'s' if len(run.layers) > 1 else ''}: {', '.join(run.layers)}{how}"
         run.report_layer = run.layers[0]
     else:
         run.report_layer = check_layers(model, sample, "auto")[0]
-        _say(f"Grad-CAM layer of the report: {run.report_layer} (the last spatial feature map)")
+        run.layer_note = f"Grad-CAM layer of the report: {run.report_layer} (the last spatial feature map)"
 
 
 # --------------------------------------------------------------------------- compress: training
@@ -503,8 +508,6 @@ def run_compression(
     logits_output = logits_output_of(run.raw)
     Path(config.get("log_dir", ".")).mkdir(parents=True, exist_ok=True)
     checkpoint = load_checkpoint(checkpoint_path) if run.resume and checkpoint_path.is_file() else None
-    if checkpoint is not None:
-        check_checkpoint(checkpoint, checkpoint_path, settings=settings, config=raw, teacher_sha256=settings.teacher["sha256"])
     torch.manual_seed(seed)
     model = build_checked_model(spec)
     model.load_state_dict(teacher_state)  # the teacher's weights: the attribution_matching builder copies them
@@ -619,13 +622,14 @@ def cmd_compress(args) -> int:
         if getattr(lock, "taken_over", None):
             _say(f"note: took over the lock of a run that is no longer running ({lock.taken_over})")
         run = _resolve_run(args, output)
+        check_model_settings(run)
         world = distributed.world_size()
         _say(
             f"nncf-wcam compress: {run.settings.config_path} -> {output} ({run.data.description}; model {run.spec['name']}; "
             f"{run.settings.epochs} epochs; seed {run.settings.seed}; {world} process{'es' if world > 1 else ''})"
             + (" (resumed)" if run.resume else "")
         )
-        check_model_settings(run)
+        _say(run.layer_note)
         return _compress(run, total_start)
 
 

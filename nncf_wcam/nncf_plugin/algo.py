@@ -74,19 +74,19 @@ def choose_layers(model: torch.nn.Module, requested, run_forward: Optional[Calla
         layer = last_spatial_layer(shapes)
         nncf_logger.info(f"attribution_matching: \"layers\": \"auto\" matches '{layer}' (output {shapes[layer]})")
         return [layer]
-    spatial = [name for name, shape in shapes.items() if has_spatial_extent(shape)]
+    spatial = ", ".join(repr(name) for name, shape in shapes.items() if has_spatial_extent(shape))
     names = set(user_layer_names(model))
     for name in requested:
         if name not in names:
-            msg = f"Layer '{name}' does not exist in {type(model).__name__}. Layers with spatial outputs (the ones that can be used): {', '.join(spatial)}."
+            msg = f"Layer {name!r} does not exist in {type(model).__name__}. Layers with spatial outputs (the ones that can be used): {spatial}."
             raise LayerNameError(msg)
         if name not in shapes:
-            msg = f"Layer '{name}' does not run in the model's forward pass. Layers with spatial outputs that do: {', '.join(spatial)}."
+            msg = f"Layer {name!r} does not run in the model's forward pass. Layers with spatial outputs that do: {spatial}."
             raise LayerNameError(msg)
         if not has_spatial_extent(shapes[name]):
             msg = (
-                f"Layer '{name}' outputs shape {shapes[name]}: no spatial dimensions to draw a map over. "
-                f"Pick a layer with a B x C x H x W output: {', '.join(spatial)}."
+                f"Layer {name!r} outputs shape {shapes[name]}: no spatial dimensions to draw a map over. "
+                f"Pick a layer with a B x C x H x W output: {spatial}."
             )
             raise LayerNameError(msg)
     return requested
