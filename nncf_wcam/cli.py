@@ -635,6 +635,7 @@ def cmd_compress(args) -> int:
 
 def _compress(run: Run, total_start: float) -> int:
     settings, output, raw, data = run.settings, run.output, run.raw, run.data
+    distributed.barrier()  # every rank has read the folder's state before rank 0 writes run.json
     if distributed.is_main():
         write_run_settings(output, settings)
     distributed.barrier()
