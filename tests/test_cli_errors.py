@@ -88,6 +88,7 @@ def _cases(run: Path, tmp: Path, locked: Path) -> list:
         ([*compress, "--output", out, "--device", "MYRIAD"], "MYRIAD"),
         ([*compress, "--output", out, "--device", "NPU"], "not available on this machine"),
         ([*compress, "--output", out, "--teacher", str(tmp / "none.pt")], "Teacher file not found"),
+        ([*compress, "--output", out, "--teacher", str(garbage)], "Cannot read Teacher file"),
         ([*compress, "--output", str(a_file)], "exists and is not a folder"),
         ([*compress, "--output", out, "--bogus"], "unrecognized arguments: --bogus"),
         # compress: layers, checked before NNCF's initialization
