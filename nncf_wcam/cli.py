@@ -348,7 +348,8 @@ def _saved_settings(args, output: Path) -> Optional[RunSettings]:
         return None
     saved = read_run_settings(output)
     if saved is None and checkpoint_path.is_file():  # a run from before run.json existed
-        saved = settings_from_checkpoint(load_checkpoint(checkpoint_path), args.config or str(checkpoint_path))
+        naive = (output / NAIVE_DIR_NAME / CHECKPOINT_NAME).is_file()
+        saved = settings_from_checkpoint(load_checkpoint(checkpoint_path), args.config or str(checkpoint_path), compare_naive=naive)
     if saved is None:
         if args.config is None:
             raise UsageError(f"--resume: {output} holds no run to continue ({RUN_FILE} and {CHECKPOINT_NAME} are missing). Pass --config to start one.")

@@ -118,8 +118,8 @@ def read_run_settings(folder) -> Optional[RunSettings]:
         raise RunSettingsError(f"{path} is incomplete ({e}). Start a new run in another --output.") from e
 
 
-def settings_from_checkpoint(checkpoint: dict, config_path: str) -> RunSettings:
-    """Settings of a run written before run.json existed: what its checkpoint recorded."""
+def settings_from_checkpoint(checkpoint: dict, config_path: str, compare_naive: bool = False) -> RunSettings:
+    """Settings of a run written before run.json existed: what its checkpoint recorded (evaluation samples and device: the defaults)."""
     config = {k: v for k, v in checkpoint["config"].items() if k != "log_dir"}
     return RunSettings(
         config_path=str(config_path),
@@ -134,6 +134,7 @@ def settings_from_checkpoint(checkpoint: dict, config_path: str) -> RunSettings:
         eval_samples=DEFAULT_EVAL_SAMPLES,
         device=DEFAULT_DEVICE,
         max_steps=checkpoint.get("max_steps"),
+        compare_naive=compare_naive,
         teacher={"source": "checkpoint", "path": None, "sha256": state_digest(checkpoint["teacher_state_dict"])},
     )
 

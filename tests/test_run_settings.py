@@ -76,3 +76,14 @@ def test_a_checkpoint_of_another_run_is_refused():
     with pytest.raises(RunSettingsError, match="batch size 16, but this run's is 32"):
         settings.batch_size = 32
         check_checkpoint(checkpoint, "ckpt.pt", settings=settings, config=CONFIG, teacher_sha256=state_digest(teacher))
+
+
+def test_a_run_from_before_run_json_resumes_with_its_checkpoints_settings():
+    from nncf_wcam.run_settings import settings_from_checkpoint
+
+    teacher = {"w": torch.ones(2)}
+    checkpoint = {"config": {**CONFIG, "log_dir": "x/nncf_logs"}, "seed": 3, "epochs": 8, "max_steps": 2, "teacher_state_dict": teacher}
+    settings = settings_from_checkpoint(checkpoint, "c.json", compare_naive=True)
+    assert (settings.epochs, settings.seed, settings.max_steps, settings.batch_size, settings.compare_naive) == (8, 3, 2, 16, True)
+    assert "log_dir" not in settings.config and settings.teacher["sha256"] == state_digest(teacher)
+    check_checkpoint(checkpoint, "ckpt.pt", settings=settings, config=CONFIG, teacher_sha256=settings.teacher["sha256"])
