@@ -33,8 +33,8 @@ def _snapshot(folder: Path) -> dict:
 def _config(tmp: Path, name: str, **changes) -> str:
     data = json.loads(TINY.read_text())
     for key, value in changes.items():
-        if key == "layers":
-            data["compression"][1]["layers"] = value
+        if key in ("layers", "logits_output"):
+            data["compression"][1][key] = value
         else:
             data[key] = value
     path = tmp / f"{name}.json"
@@ -95,6 +95,7 @@ def _cases(run: Path, tmp: Path, locked: Path) -> list:
         (["compress", "--config", _config(tmp, "typo", layers=["features.99"]), "--output", out], f"Layer 'features.99' does not exist in SmallCNN. Layers with spatial outputs (the ones that can be used): {SPATIAL}"),
         (["compress", "--config", _config(tmp, "flat", layers=["classifier"]), "--output", out], "Layer 'classifier' outputs shape (2, 10): no spatial dimensions"),
         (["compress", "--config", _config(tmp, "mixed", layers=["auto", "features.9"]), "--output", out], "mixes \"auto\" with layer names"),
+        (["compress", "--config", _config(tmp, "logits", logits_output=7), "--output", out], '"logits_output": 7 is not in the model\'s output'),
         # compress: an existing run, --resume and its conflicts
         ([*compress, "--output", str(run)], "already holds a run (run.json). Pass --resume"),
         (["compress", "--output", str(run), "--resume", "--epochs", "4"], "--epochs 4 conflicts with this run's epochs 2; drop the flag or start a new --output."),
@@ -134,7 +135,10 @@ def test_every_bad_input_ends_in_one_line_and_exit_2(tiny_run, tmp_path):
     locked = tmp_path / "locked"
     cases = _cases(tiny_run, tmp_path, locked)
     before = _snapshot(tiny_run)
-    (tmp_path / "cases.json").write_text(json.dumps([argv for argv, _ in cases]))
+    # One case that succeeds, in the same batch: with --json, stdout holds the summary and nothing else (NNCF's log goes to stderr).
+    resumed = shutil.copytree(tiny_run, tmp_path / "resumed")
+    json_case = ["compress", "--output", str(resumed), "--resume", "--json"]
+    (tmp_path / "cases.json").write_text(json.dumps([argv for argv, _ in cases] + [json_case]))
     with FolderLock(locked, command="pytest (holding the folder)"):
         subprocess.run([sys.executable, str(RUNNER), str(tmp_path / "cases.json"), str(tmp_path / "results.json")], check=True, timeout=600, cwd=tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
@@ -145,6 +149,9 @@ def test_every_bad_input_ends_in_one_line_and_exit_2(tiny_run, tmp_path):
         if not ok:
             failures.append(f"{argv}: exit {result['code']}, stderr {result['stderr'][-600:]!r}, stdout {result['stdout'][-200:]!r}")
     assert not failures, "\n".join(failures)
+    summary = json.loads(results[-1]["stdout"])
+    assert results[-1]["code"] == 0 and summary["command"] == "compress" and summary["matched_layers"] == ["features.9"]
+    assert set(summary["evaluation"]["students"]) == {"attribution_matching", "naive"} and summary["ir"].endswith("model.xml")
     assert _snapshot(tiny_run) == before  # refused runs wrote nothing into the run they refused
     assert not (tmp_path / "out").exists() and not (tmp_path / "empty").exists()
 
