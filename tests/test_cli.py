@@ -220,3 +220,13 @@ def test_resume_with_a_changed_config_is_refused(run_dir, tmp_path, capsys):
     assert cli.main(["compress", "--config", str(changed), "--output", str(run_dir), "--resume", *FAST]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "differs from the config this run was started with" in err
+
+
+def test_export_json_and_evaluate_quiet(run_dir, tmp_path, capsys):
+    assert cli.main(["export", "--checkpoint", str(run_dir / "checkpoint.pt"), "--output", str(tmp_path / "ir"), "--eval-samples", "4", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["command"] == "export" and summary["precision"] == "int8" and summary["matched_layers"] == ["features.9"]
+    assert summary["parity"]["top1_agreement"] == 1.0 and Path(summary["ir"]).is_file()
+    assert cli.main(["evaluate", "--checkpoint", str(run_dir / "checkpoint.pt"), "--eval-samples", "4", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "Evaluating" not in out and "Grad-CAM r" in out  # the result table, no stage messages
