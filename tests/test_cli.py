@@ -230,3 +230,17 @@ def test_export_json_and_evaluate_quiet(run_dir, tmp_path, capsys):
     assert cli.main(["evaluate", "--checkpoint", str(run_dir / "checkpoint.pt"), "--eval-samples", "4", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "Evaluating" not in out and "Grad-CAM r" in out  # the result table, no stage messages
+
+
+def test_layer_errors_come_before_any_training_or_nncf_initialization(tmp_path, capsys, monkeypatch):
+    """A typo in "layers" costs no minutes: neither the teacher's training nor NNCF's initialization runs."""
+    monkeypatch.setattr(cli, "train_teacher", lambda *a, **k: pytest.fail("the teacher trained before the layer check"))
+    monkeypatch.setattr(cli, "create_compressed", lambda *a, **k: pytest.fail("NNCF initialized before the layer check"))
+    config = json.loads(TINY.read_text())
+    config["compression"][1]["layers"] = ["features.99"]
+    path = tmp_path / "typo.json"
+    path.write_text(json.dumps(config))
+    assert cli.main(["compress", "--config", str(path), "--output", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Layer 'features.99' does not exist" in err and "'features.9'" in err
+    assert not (tmp_path / "out").exists()
