@@ -129,11 +129,63 @@ def tiny_resnet(in_channels: int = 1, num_classes: int = 10, width: int = 8) -> 
     return ResNet((1, 1), width, in_channels, num_classes, small_stem=True)
 
 
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1x1 expand, 3x3 depthwise, 1x1 project; a skip connection when shapes allow."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: int):
+        super().__init__()
+        hidden = in_channels * expansion
+        self.use_skip = stride == 1 and in_channels == out_channels
+        self.block = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+            nn.Conv2d(hidden, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+
+    def forward(self, x):
+        out = self.block(x)
+        return x + out if self.use_skip else out
+
+
+class MobileNetStyle(nn.Module):
+    """A small MobileNetV2-style network: inverted residuals, depthwise convolutions, a dict output.
+
+    `features` ends with a 1x1 conv block (`features.6`'s ReLU6 is the last spatial feature map); the
+    forward returns `{"embedding": ..., "logits": ...}` (select with `"logits_output": "logits"`).
+    """
+
+    LAST_CONV_BLOCK = "features.6"
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 8, expansion: int = 4):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU6()),
+            InvertedResidual(width, width, 1, expansion),
+            InvertedResidual(width, 2 * width, 2, expansion),
+            InvertedResidual(2 * width, 2 * width, 1, expansion),
+            InvertedResidual(2 * width, 4 * width, 2, expansion),
+            InvertedResidual(4 * width, 4 * width, 1, expansion),
+            nn.Sequential(nn.Conv2d(4 * width, 8 * width, 1, bias=False), nn.BatchNorm2d(8 * width), nn.ReLU6()),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(8 * width, num_classes)
+
+    def forward(self, x):
+        embedding = self.pool(self.features(x)).flatten(1)
+        return {"embedding": embedding, "logits": self.classifier(embedding)}
+
+
 MODELS = {
     "small_cnn": SmallCNN,
     "dict_cnn": DictOutputCNN,
     "tiny_resnet": tiny_resnet,
     "resnet18": resnet18,
+    "mobilenet_style": MobileNetStyle,
 }
 
 
