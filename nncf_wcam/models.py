@@ -155,25 +155,26 @@ class InvertedResidual(nn.Module):
 class MobileNetStyle(nn.Module):
     """A small MobileNetV2-style network: inverted residuals, depthwise convolutions, a dict output.
 
-    `features` ends with a 1x1 conv block (`features.6`'s ReLU6 is the last spatial feature map); the
-    forward returns `{"embedding": ..., "logits": ...}` (select with `"logits_output": "logits"`).
+    `blocks` lists the inverted residual blocks as (width multiplier, stride); a block keeps a skip
+    connection when its stride is 1 and its width that of the block before. `features` ends with a
+    1x1 conv block (its ReLU6 is the last spatial feature map, `LAST_CONV_BLOCK` with the default
+    blocks); the forward returns `{"embedding": ..., "logits": ...}` (select with `"logits_output": "logits"`).
     """
 
     LAST_CONV_BLOCK = "features.6"
+    DEFAULT_BLOCKS = ((1, 1), (2, 2), (2, 1), (4, 2), (4, 1))
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 8, expansion: int = 4):
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 8, expansion: int = 4, blocks=DEFAULT_BLOCKS):
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU6()),
-            InvertedResidual(width, width, 1, expansion),
-            InvertedResidual(width, 2 * width, 2, expansion),
-            InvertedResidual(2 * width, 2 * width, 1, expansion),
-            InvertedResidual(2 * width, 4 * width, 2, expansion),
-            InvertedResidual(4 * width, 4 * width, 1, expansion),
-            nn.Sequential(nn.Conv2d(4 * width, 8 * width, 1, bias=False), nn.BatchNorm2d(8 * width), nn.ReLU6()),
-        )
+        layers = [nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU6())]
+        channels = width
+        for multiplier, stride in blocks:
+            layers.append(InvertedResidual(channels, width * multiplier, stride, expansion))
+            channels = width * multiplier
+        layers.append(nn.Sequential(nn.Conv2d(channels, 2 * channels, 1, bias=False), nn.BatchNorm2d(2 * channels), nn.ReLU6()))
+        self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(8 * width, num_classes)
+        self.classifier = nn.Linear(2 * channels, num_classes)
 
     def forward(self, x):
         embedding = self.pool(self.features(x)).flatten(1)

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from nncf_wcam.data import load_digits
 from nncf_wcam.export import export_ir
 from nncf_wcam.models import MobileNetStyle, SmallCNN, tiny_resnet
+from nncf_wcam.training import train_teacher
 
 INIT = {"range": {"num_init_samples": 16, "type": "mean_min_max"}, "batchnorm_adaptation": {"num_bn_adaptation_samples": 0}}
 INT8 = {"algorithm": "quantization", "initializer": INIT}
@@ -47,8 +48,10 @@ ALGORITHMS = {
 MODELS = {
     "small_cnn": (lambda: SmallCNN(width=8), None),
     "resnet": (lambda: tiny_resnet(width=16), None),  # width 8 leaves NNCF nothing to prune
-    "mobilenet_style": (lambda: MobileNetStyle(width=8), "logits"),
+    # three inverted residuals (one strided, two with skips) keep it fast and every feature in
+    "mobilenet_style": (lambda: MobileNetStyle(width=8, blocks=((1, 1), (2, 2), (2, 1))), "logits"),
 }
+SAMPLES = 64
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +59,17 @@ def digits():
     return load_digits(image_size=16)
 
 
-def compress(digits, tmp_path, make_model, compression, logits_output):
+@pytest.fixture(scope="module")
+def trained(digits):
+    """Each architecture trained for one epoch: untrained logits are near ties, which a parity check cannot judge."""
+    models = {}
+    for name, (make_model, logits_output) in MODELS.items():
+        torch.manual_seed(0)
+        models[name] = train_teacher(make_model(), digits.train, epochs=1, lr=3e-3, logits_output=logits_output)
+    return models
+
+
+def compress(digits, tmp_path, model, compression, logits_output):
     torch.manual_seed(0)
     config = {"input_info": {"sample_size": [1, 1, 16, 16]}, "compression": copy.deepcopy(compression), "log_dir": str(tmp_path)}
     if logits_output is not None:
@@ -64,17 +77,17 @@ def compress(digits, tmp_path, make_model, compression, logits_output):
     if any(block.get("weights", {}).get("bits") == 4 for block in compression):
         config["target_device"] = "TRIAL"  # NNCF accepts 4-bit quantizers only without a hardware config
     loader = DataLoader(digits.train, batch_size=16)
-    ctrl, model = create_compressed_model(make_model(), register_default_init_args(NNCFConfig.from_dict(config), loader))
+    ctrl, model = create_compressed_model(copy.deepcopy(model), register_default_init_args(NNCFConfig.from_dict(config), loader))
     return ctrl, model, config
 
 
 @pytest.mark.parametrize("algorithm", list(ALGORITHMS))
 @pytest.mark.parametrize("model_name", list(MODELS))
-def test_export_matrix(digits, tmp_path, model_name, algorithm):
-    make_model, logits_output = MODELS[model_name]
-    ctrl, model, config = compress(digits, tmp_path, make_model, ALGORITHMS[algorithm], logits_output)
+def test_export_matrix(digits, trained, tmp_path, model_name, algorithm):
+    logits_output = MODELS[model_name][1]
+    ctrl, model, config = compress(digits, tmp_path, trained[model_name], ALGORITHMS[algorithm], logits_output)
     # logits_output comes from the config: it is not passed again
-    result = export_ir(ctrl, model, tmp_path / "ir", digits.test.tensors[0][:64], config=config)
+    result = export_ir(ctrl, model, tmp_path / "ir", digits.test.tensors[0][:SAMPLES], config=config)
     manifest = result.manifest
     assert manifest["parity"]["top1_agreement"] >= 0.99
     assert manifest["notes"] == []
@@ -90,11 +103,11 @@ def test_export_matrix(digits, tmp_path, model_name, algorithm):
         assert manifest["ir"]["zero_fraction"] > 0.3
 
 
-def test_pruning_with_per_channel_activation_quantizers_exports_zeroed_filters(digits, tmp_path, caplog):
+def test_pruning_with_per_channel_activation_quantizers_exports_zeroed_filters(digits, trained, tmp_path, caplog):
     """NNCF's CPU default quantizes depthwise-conv inputs per channel; OpenVINO cannot prune through that."""
-    ctrl, model, config = compress(digits, tmp_path, lambda: MobileNetStyle(width=8), [PRUNING, INT8], "logits")
+    ctrl, model, config = compress(digits, tmp_path, trained["mobilenet_style"], [PRUNING, INT8], "logits")
     with caplog.at_level(logging.WARNING, logger="nncf_wcam.export"):
-        result = export_ir(ctrl, model, tmp_path / "ir", digits.test.tensors[0][:64], config=config)
+        result = export_ir(ctrl, model, tmp_path / "ir", digits.test.tensors[0][:SAMPLES], config=config)
     manifest = result.manifest
     assert not manifest["pruning_transformation_applied"]
     assert manifest["ir"]["weight_values"] == manifest["ir_before_pruning_transformation"]["weight_values"]
