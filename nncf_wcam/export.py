@@ -7,9 +7,11 @@ export that works for every algorithm: `strip()` refuses 4-bit and 2-bit quantiz
 What `export_ir` does, in order:
 
 1. checks the target device exists here (`check_device`) before any work;
-2. exports ONNX, converts it, physically removes the filters that NNCF filter pruning zeroed
-   (`apply_pruning_transformation`; NNCF only zeroes them), tags the logits output with the
-   tensor name "logits", and makes the batch dimension dynamic (or keeps the static batch of 1);
+2. exports ONNX, converts it, puts the FakeQuantize ranges on the grid NNCF trains with
+   (`quantizer_ranges`), physically removes the filters that NNCF filter pruning zeroed
+   (`ir_pruning`; NNCF only zeroes them; where that is impossible the zeroed filters stay, with a
+   warning and a manifest note), tags the logits output with the tensor name "logits", and makes
+   the batch dimension dynamic (or a static batch of 1);
 3. saves the IR into a staging folder, reads it back and compiles it on the target device, and
    compares it with the PyTorch model on the caller's samples (max |diff| of logits, top-1
    agreement). Below `min_top1_agreement` it raises `ExportError` and writes nothing;
@@ -19,8 +21,11 @@ What `export_ir` does, in order:
 The output folder holds exactly `model.xml`, `model.bin` and `manifest.json`; it is replaced as
 a whole (`atomic_directory`), so an earlier good export survives any failed one.
 
-Devices: CPU, GPU, NPU, AUTO. NPU needs static shapes: with `device="NPU"` a dynamic batch request
-is turned into a static batch of 1, with a warning that is also recorded in the manifest.
+Devices: CPU, GPU, NPU, AUTO. `device` is where the parity check runs (it must exist here);
+`target_device` is where the IR will run (it may not). NPU needs static shapes: for an NPU target
+a dynamic batch request is turned into a static batch of 1 (warning and manifest note) and the
+input layout is declared NCHW; compiling for the target is checked only where it exists.
+Every failure is an `ExportError` with one line naming the cause and the fix.
 
 On CPU the models are compiled with `INFERENCE_PRECISION_HINT=f32` by default: OpenVINO would
 otherwise run float layers in bf16 on CPUs that have it, so figures would depend on the machine.
@@ -582,7 +587,11 @@ def export_ir(
         dynamic_batch = False
 
     statistics = dict(compression_ctrl.statistics())
-    torch_outputs = _torch_outputs(compressed_model, sample_inputs)
+    try:
+        torch_outputs = _torch_outputs(compressed_model, sample_inputs)
+    except RuntimeError as e:
+        msg = f"The model failed on sample_inputs {tuple(sample_inputs.shape)} ({_one_line(e)}). Pass a batch shaped like the config's input_info."
+        raise ExportError(msg) from e
     torch_logits, logits_index = _select_logits(torch_outputs, logits_output)
 
     logger.info("Exporting ONNX and converting it to OpenVINO.")
@@ -619,7 +628,11 @@ def export_ir(
             msg = f"OpenVINO could not compile the IR for {device} ({_one_line(e)}). Export for another device, or update openvino."
             raise ExportError(msg) from e
         target_compile_checked = _check_target_compiles(staging, target_device, device)
-        ir_logits = run_compiled(compiled, sample_inputs)
+        try:
+            ir_logits = run_compiled(compiled, sample_inputs)
+        except RuntimeError as e:
+            msg = f"The IR failed on sample_inputs {tuple(sample_inputs.shape)} ({_one_line(e)}). Pass a batch shaped like the config's input_info."
+            raise ExportError(msg) from e
         parity = _parity(torch_logits.detach().cpu().float().numpy(), ir_logits)
         parity.update(min_top1_agreement=min_top1_agreement, device=device)
         if parity["top1_agreement"] < min_top1_agreement:
