@@ -274,9 +274,10 @@ def export_run(ctrl, model, config: dict, test: TensorDataset, output: Path) -> 
 
 def export_fp32(teacher, test: TensorDataset, output: Path) -> dict:
     """The FP32 teacher through the same route (NNCF with no compression block), for the 13th row's parity."""
-    config = {"input_info": {"sample_size": [1, *test.tensors[0].shape[1:]]}, "compression": [], "log_dir": str(output.parent)}
-    ctrl, model = compress(copy.deepcopy(teacher), load_config(config), test, batch_size=64)
-    return export_run(ctrl, model, config, test, output)
+    with tempfile.TemporaryDirectory(prefix="nncf_log_") as log_dir:  # NNCF writes graph dumps there
+        config = {"input_info": {"sample_size": [1, *test.tensors[0].shape[1:]]}, "compression": [], "log_dir": log_dir}
+        ctrl, model = compress(copy.deepcopy(teacher), load_config(config), test, batch_size=64)
+        return export_run(ctrl, model, config, test, output)
 
 
 def summarize(rows: list) -> list:
