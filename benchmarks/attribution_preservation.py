@@ -20,7 +20,6 @@ PNG per algorithm (teacher / naive / wcam on the same inputs) and a bar chart of
 import argparse
 import copy
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -32,11 +31,12 @@ from tqdm import tqdm
 
 from nncf_wcam.checkpoint import atomic_torch_save, atomic_write_text
 from nncf_wcam.data import mnist_or_digits
-from nncf_wcam.evaluation import attribution_maps, compare_ir_occlusion, map_agreement, plot_map_grid, summarize
+from nncf_wcam.evaluation import attribution_maps, compare_ir_occlusion, map_agreement, summarize
 from nncf_wcam.evaluation import localization_scores
 from nncf_wcam.export import ExportError, export_ir
 from nncf_wcam.localization import make_cluttered_dataset
 from nncf_wcam.models import SmallCNN
+from nncf_wcam.plotting import save_png, write_attribution_figure
 from nncf_wcam.training import accuracy, compress, fine_tune, load_config, train_teacher
 
 LAYER = SmallCNN.LAST_CONV_BLOCK
@@ -214,10 +214,8 @@ def bar_chart(summary: dict, variant_names: list, path: Path) -> None:
     ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.0)
     ax.legend(fontsize=8, ncol=len(variant_names))
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    save_png(fig, path, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main() -> None:
@@ -274,11 +272,23 @@ def main() -> None:
             if seed == args.seeds[0]:
                 grid = runs.setdefault("_grid", {}).setdefault(algorithm, {})
                 grid[variant] = attribution_maps(student, grid_inputs, "grad_cam", target=grid_target, layer=LAYER)
+                with torch.no_grad():
+                    grid[variant + "/pred"] = student.eval()(grid_inputs).argmax(1).tolist()
         for algorithm in args.algorithms:
             summary[algorithm] = {variant: aggregate(runs[algorithm][variant]) for variant in variant_blocks}
-            rows = {"teacher": attribution_maps(teacher, grid_inputs, "grad_cam", target=grid_target, layer=LAYER)}
-            rows.update({name: runs["_grid"][algorithm][name] for name in ("naive", "wcam", "wcam_multi") if name in runs["_grid"][algorithm]})
-            plot_map_grid(grid_inputs, rows, args.output / f"gradcam_grid_{algorithm}.png")
+            grid = runs["_grid"][algorithm]
+            shown = [name for name in ("naive", "wcam", "wcam_multi") if name in grid]
+            write_attribution_figure(
+                args.output / f"gradcam_grid_{algorithm}.png",
+                grid_inputs,
+                attribution_maps(teacher, grid_inputs, "grad_cam", target=grid_target, layer=LAYER),
+                {name: grid[name] for name in shown},
+                method=f"Grad-CAM ({algorithm}, seed {args.seeds[0]})",
+                layer=LAYER,
+                explained_classes=grid_target.tolist(),
+                true_labels=data.test.tensors[1][: len(grid_inputs)].tolist(),
+                predictions={name: grid[name + "/pred"] for name in shown},
+            )
     runs.pop("_grid")
     variant_names = list(variant_blocks)
     bar_chart(summary, variant_names, args.output / "gradcam_agreement.png")

@@ -35,12 +35,10 @@ cached FP32 teacher (teacher_*.pt, trained once, reused by later runs with the s
 
 import argparse
 import copy
-import io
 import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -52,11 +50,14 @@ from torch.utils.data import TensorDataset
 from tqdm import tqdm
 
 from nncf_wcam.attribution import select_logits
+from nncf_wcam.checkpoint import atomic_torch_save
+from nncf_wcam.checkpoint import atomic_write_bytes
 from nncf_wcam.data import load_mnist
 from nncf_wcam.data import mnist_or_digits
 from nncf_wcam.export import ExportError
 from nncf_wcam.export import export_ir
 from nncf_wcam.models import SmallCNN
+from nncf_wcam.plotting import write_attribution_figure
 from nncf_wcam.training import accuracy
 from nncf_wcam.training import compress
 from nncf_wcam.training import fine_tune
@@ -79,22 +80,6 @@ VARIANT_LABELS = {
 DELETION_FRACTIONS = np.round(np.linspace(0.0, 0.5, 11), 4)
 NUM_EXAMPLES = 8
 PARITY_SAMPLES = 256
-
-
-# --------------------------------------------------------------------------- files
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Writes to a temporary sibling, then renames: a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- data
@@ -202,6 +187,7 @@ def evaluate(model, test: TensorDataset, teacher_maps: torch.Tensor, teacher_pre
         "deletion_auc_random": curve_area(random_curve),
         "deletion_curve": curve,
         "example_maps": maps_for_teacher_class[:NUM_EXAMPLES].numpy(),
+        "example_predictions": own_pred[:NUM_EXAMPLES].tolist(),
     }
 
 
@@ -221,9 +207,7 @@ def teacher_model(output: Path, dataset_name: str, train: TensorDataset, width: 
     start = time.perf_counter()
     train_teacher(model, train, epochs=epochs, lr=2e-3, batch_size=64, seed=0, progress=True)
     seconds = time.perf_counter() - start
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    write_atomic(path, buffer.getvalue())
+    atomic_torch_save(model.state_dict(), path)
     return model.eval(), path, seconds
 
 
@@ -330,31 +314,20 @@ def markdown_table(summary: list, settings: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def saliency_grid(bits: str, images: torch.Tensor, maps: dict) -> bytes:
-    """PNG: the input images, then one row of saliency maps per model (each map scaled to its own max)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [("input", images[:, 0].numpy())] + [(label, m) for label, m in maps.items()]
-    count = images.shape[0]
-    fig, axes = plt.subplots(len(rows), count, figsize=(1.3 * count, 1.4 * len(rows)), squeeze=False)
-    for r, (label, row) in enumerate(rows):
-        for c in range(count):
-            ax = axes[r][c]
-            picture = row[c]
-            top = picture.max()
-            ax.imshow(picture / top if top > 0 else picture, cmap="gray" if r == 0 else "inferno", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[r][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle(f"Saliency |dy/dx| for the FP32 top-1 class: {BIT_LABELS[bits]}", fontsize=9)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+def saliency_figure(path: Path, bits: str, images: torch.Tensor, labels: torch.Tensor, teacher_pred: torch.Tensor, fp32: dict, examples: dict) -> None:
+    """PNG: the inputs, the FP32 saliency maps, each variant's (with r and its prediction) and its difference from FP32."""
+    write_attribution_figure(
+        path,
+        images[:NUM_EXAMPLES],
+        fp32["example_maps"],
+        {label: metrics["example_maps"] for label, metrics in examples.items()},
+        reference_label="FP32",
+        method=f"Saliency |dy/dx|, {BIT_LABELS[bits]}",
+        target_rule="the FP32 model's top-1 class",
+        explained_classes=teacher_pred[:NUM_EXAMPLES].tolist(),
+        true_labels=labels[:NUM_EXAMPLES].tolist(),
+        predictions={label: metrics["example_predictions"] for label, metrics in examples.items()},
+    )
 
 
 def main(argv=None) -> int:
@@ -394,7 +367,7 @@ def main(argv=None) -> int:
     runs = [(seed, bits, variant) for seed in args.seeds for bits in BIT_WIDTHS for variant in VARIANTS]
     if args.quick:  # a smoke test: every bit width (and its export), every variant once
         runs = [run for run in runs if run[2] == "plain" or (run[1] == "int4" and run[2] == "sg_am")]
-    example_maps = {bits: {"FP32": fp32["example_maps"]} for bits in BIT_WIDTHS}
+    examples = {bits: {} for bits in BIT_WIDTHS}  # variant label -> example maps and predictions (first seed)
     bar = tqdm(runs, desc="QAT runs", unit="run")
     for seed, bits, variant in bar:
         bar.set_postfix_str(f"seed {seed} {bits} {variant}")
@@ -406,7 +379,7 @@ def main(argv=None) -> int:
         if not args.no_export and seed == args.seeds[0] and (variant == "plain" or not args.quick):
             export = export_run(ctrl, model, config, test, output / "ir" / f"{bits}_{variant}")
         if seed == args.seeds[0]:
-            example_maps[bits][VARIANT_LABELS[variant]] = metrics["example_maps"]
+            examples[bits][VARIANT_LABELS[variant]] = metrics
         rows.append(
             {
                 "seed": seed,
@@ -448,12 +421,13 @@ def main(argv=None) -> int:
     summary = summarize(rows)
     for row in rows:
         row.pop("example_maps", None)
+        row.pop("example_predictions", None)
     results = {"settings": settings, "summary": summary, "runs": rows}
-    write_atomic(output / "results.json", json.dumps(results, indent=2).encode())
+    atomic_write_bytes(output / "results.json", json.dumps(results, indent=2).encode())
     table = markdown_table(summary, settings)
-    write_atomic(output / "results.md", (f"# Saliency-guided quantization\n\n{table}\nWall time: {wall_seconds:.0f} s.\n").encode())
+    atomic_write_bytes(output / "results.md", (f"# Saliency-guided quantization\n\n{table}\nWall time: {wall_seconds:.0f} s.\n").encode())
     for bits in BIT_WIDTHS:
-        write_atomic(output / f"saliency_{bits}.png", saliency_grid(bits, images[:NUM_EXAMPLES], example_maps[bits]))
+        saliency_figure(output / f"saliency_{bits}.png", bits, images, test.tensors[1], teacher_pred, fp32, examples[bits])
     print(table)
     print(f"Wrote {output}/results.json, results.md, saliency_*.png in {wall_seconds:.0f} s.")
     return 0

@@ -84,6 +84,10 @@ def atomic_write_text(path: Union[str, os.PathLike], text: str) -> Path:
     return _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
+def atomic_write_bytes(path: Union[str, os.PathLike], data: bytes) -> Path:
+    return _atomic_write(path, lambda f: f.write(data))
+
+
 # --------------------------------------------------------------------------- RNG states
 
 

@@ -7,7 +7,8 @@ Three questions, one section each:
   cosine, top-k IoU per sample) and `compare_attributions`;
 - does a map point at the object? `localization_scores` (pointing game, ROC-AUC against masks).
 The deployed OpenVINO IR is evaluated with Occlusion, the method that needs only a forward pass
-(`ir_occlusion_maps`, `compare_ir_occlusion`). `plot_map_grid` draws maps for a report.
+(`ir_occlusion_maps`, `compare_ir_occlusion`). `plot_map_grid` draws maps for a report
+(through `nncf_wcam.plotting`).
 
 Conventions:
 - Input-space methods give B x C x H x W attributions; they are collapsed to B x H x W by
@@ -25,7 +26,6 @@ Conventions:
 
 import inspect
 import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Union
@@ -479,61 +479,11 @@ def compare_ir_occlusion(
 # ---------------------------------------------------------------------------------------------
 
 
-def _as_images(images) -> np.ndarray:
-    """B x H x W (gray) or B x H x W x 3 arrays from B x C x H x W or B x H x W tensors."""
-    images = torch.as_tensor(images).detach().cpu().float()
-    if images.dim() == 4:
-        images = images[:, 0] if images.shape[1] == 1 else images.permute(0, 2, 3, 1)
-    return images.numpy()
+def plot_map_grid(images, rows: Dict[str, torch.Tensor], path: os.PathLike, titles: Optional[Sequence[str]] = None) -> Path:
+    """Writes a PNG (atomically) of the images and one row per entry of `rows` (label -> B x h x w maps), the
+    first entry being the reference the others are compared with. A forwarder to `nncf_wcam.plotting`."""
+    from nncf_wcam import plotting  # plotting builds on this module
 
-
-def plot_map_grid(
-    images,
-    rows: Dict[str, torch.Tensor],
-    path: os.PathLike,
-    titles: Optional[Sequence[str]] = None,
-    alpha: float = 0.5,
-    cmap: str = "jet",
-) -> Path:
-    """Writes a PNG grid: the input images, then one row per entry of `rows` (label -> B x h x w maps)
-    overlaid as heat maps (each map min-max normalized, upsampled to the image size). Written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pictures = _as_images(images)
-    num_columns = len(pictures)
-    num_rows = 1 + len(rows)
-    fig, axes = plt.subplots(num_rows, num_columns, figsize=(1.6 * num_columns, 1.6 * num_rows), squeeze=False)
-    image_size = pictures.shape[1:3]
-    overlays = {label: min_max_normalize(resize_maps(maps, image_size)).numpy() for label, maps in rows.items()}
-    for row, (label, maps) in enumerate([("input", None), *overlays.items()]):
-        for column in range(num_columns):
-            ax = axes[row, column]
-            ax.imshow(pictures[column], cmap="gray")
-            if maps is not None:
-                ax.imshow(maps[column], cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if column == 0:
-                ax.set_ylabel(label)
-            if row == 0 and titles is not None:
-                ax.set_title(titles[column], fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A reader never sees a half-written PNG: write beside the target, then rename over it.
-    descriptor, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a figure is for everyone to read
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    finally:
-        plt.close(fig)
-    return path
+    (reference_label, reference_maps), *students = rows.items()
+    fig = plotting.attribution_figure(images, reference_maps, dict(students), reference_label=reference_label, column_titles=titles)
+    return plotting.save_png(fig, path)

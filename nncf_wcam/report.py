@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from nncf_wcam import evaluation
+from nncf_wcam import plotting
 from nncf_wcam.attribution import last_spatial_layer
 from nncf_wcam.attribution import record_output_shapes
 from nncf_wcam.attribution import user_layer_names
@@ -14,11 +15,9 @@ from nncf_wcam.data import DatasetSplit
 from nncf_wcam.export import load_compiled
 from nncf_wcam.export import run_compiled
 from nncf_wcam.export import to_jsonable
-from nncf_wcam.nncf_plugin.schema import ATTRIBUTION_MATCHING
 from nncf_wcam.training import accuracy
 
 FIGURE_SAMPLES = 8
-FIGURE_LABELS = {ATTRIBUTION_MATCHING: "WCAM", "naive": "naive"}  # row labels must fit beside a 1.6-inch row
 OCCLUSION_BATCH = 16  # occluded copies per forward pass (fewer, larger passes: much faster through NNCF's wrapper)
 
 
@@ -39,6 +38,11 @@ def default_layer(teacher: torch.nn.Module, data: DatasetSplit) -> str:
 
 def _agreement(teacher_maps, student_maps) -> dict:
     return evaluation.summarize(evaluation.map_agreement(teacher_maps, student_maps))
+
+
+def _predictions(model: torch.nn.Module, inputs: torch.Tensor, logits_output=None) -> list:
+    with torch.no_grad(), evaluation.eval_mode(model):
+        return evaluation.logits_forward(model, logits_output)(inputs).argmax(1).tolist()
 
 
 def evaluate_models(
@@ -73,7 +77,7 @@ def evaluate_models(
         "teacher": {"accuracy": accuracy(teacher, data.test, logits_output)},
         "students": {},
     }
-    figure_rows = {"teacher": teacher_cam[:FIGURE_SAMPLES]}
+    figure_rows, figure_predictions = {}, {}
     for label, student in students.items():
         student_cam = evaluation.attribution_maps(student, samples, **grad_cam)
         student_occlusion = evaluation.attribution_maps(student, samples, **occlusion)
@@ -82,7 +86,8 @@ def evaluate_models(
             "grad_cam_agreement": _agreement(teacher_cam, student_cam),
             "occlusion_agreement": _agreement(teacher_occlusion, student_occlusion),
         }
-        figure_rows[FIGURE_LABELS.get(label, label)] = student_cam[:FIGURE_SAMPLES]
+        figure_rows[label] = student_cam[:FIGURE_SAMPLES]
+        figure_predictions[label] = _predictions(student, samples[:FIGURE_SAMPLES], logits_output)
     if ir_dir is not None:
         compiled = load_compiled(ir_dir, device)
         ir_logits = run_compiled(compiled, data.test.tensors[0])
@@ -107,10 +112,17 @@ def evaluate_models(
             ir_entry["student"] = ir_student
         result["ir"] = ir_entry
     if figure is not None:
-        images = samples[:FIGURE_SAMPLES]
-        labels = data.test.tensors[1][: len(images)].tolist()
-        titles = [f"label {y} / teacher {int(t)}" for y, t in zip(labels, target[: len(images)].tolist())]
-        evaluation.plot_map_grid(images, figure_rows, figure, titles=titles)
+        count = min(FIGURE_SAMPLES, len(samples))
+        plotting.write_attribution_figure(
+            figure,
+            samples[:count],
+            teacher_cam[:count],
+            figure_rows,
+            layer=layer,
+            explained_classes=target[:count].tolist(),
+            true_labels=data.test.tensors[1][:count].tolist(),
+            predictions=figure_predictions,
+        )
         result["figure"] = str(figure)
     return result
 
