@@ -555,6 +555,7 @@ def export_ir(
     apply_pruning: bool = True,
     logits_output: LogitsOutput = None,
     inference_precision: Optional[str] = "f32",
+    matched_layers: Optional[list] = None,
 ) -> ExportResult:
     """Exports an NNCF-compressed model to OpenVINO IR in `output_dir` (model.xml, model.bin, manifest.json).
 
@@ -568,6 +569,7 @@ def export_ir(
     filters stay, with a warning and a manifest note). `logits_output`: index or key of the logits when
     the model returns a tuple/list/dict (None: the output is the logits). `inference_precision`: float
     precision on CPU (None: device default).
+    `matched_layers`: the layers attribution matching trained (recorded in the manifest).
     Raises `ExportError` (nothing written, an earlier export in `output_dir` kept) when the IR's top-1
     agreement with PyTorch on the samples is below `min_top1_agreement`, or any step fails.
     """
@@ -656,6 +658,7 @@ def export_ir(
             "logits_output": logits_output,
             "logits_output_index": logits_index,
             "algorithms": _algorithm_names(compression_ctrl, config),
+            "matched_layers": list(matched_layers) if matched_layers is not None else None,
             "precision": _precision(statistics),
             "compression": {name: to_jsonable(stats) for name, stats in statistics.items()},
             "pruning_transformation_applied": pruned,

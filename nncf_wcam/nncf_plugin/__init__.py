@@ -1,5 +1,9 @@
 """Registers the plugin's algorithms with NNCF 2.x: config schema, config checks, builder registry."""
 
+from nncf_wcam import require_nncf_generation
+
+require_nncf_generation(2, "nncf_wcam.nncf_plugin (the attribution_matching config block and the nncf-wcam CLI)")
+
 from nncf import NNCFConfig
 from nncf_wcam.nncf_plugin.blocks import PLUGIN_SCHEMAS
 from nncf_wcam.nncf_plugin.blocks import check_plugin_blocks

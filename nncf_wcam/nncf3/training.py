@@ -1,0 +1,56 @@
+"""The fine-tuning loop of NNCF 3.x quantization-aware training: the user's own loop, with extra loss terms.
+
+NNCF 3.x has no compression controller and no compression loss: the quantized (or pruned) model is an
+ordinary nn.Module whose quantizer scales are parameters. Extra terms (`matcher.loss`, a saliency-guided
+`regularizer.loss`, NNCF's `RBLoss`) are called after each training forward and added to the task loss.
+"""
+
+from typing import Callable, List, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset
+
+from nncf_wcam.attribution import LogitsSelector
+from nncf_wcam.attribution import select_logits
+
+
+def fine_tune(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    extra_losses: Sequence[Callable[[], torch.Tensor]] = (),
+    epochs: int = 1,
+    logits_output: LogitsSelector = None,
+) -> List[dict]:
+    """Trains `model` on task loss + the extra terms; returns per-epoch means of each part."""
+    history = []
+    model.train()
+    for _ in range(epochs):
+        task_sum = extra_sum = 0.0
+        steps = 0
+        for x, y in loader:
+            optimizer.zero_grad()
+            task = F.cross_entropy(select_logits(model(x), logits_output), y)
+            extra = sum((term() for term in extra_losses), torch.zeros([]))
+            (task + extra).backward()
+            optimizer.step()
+            task_sum += float(task.detach())
+            extra_sum += float(extra.detach())
+            steps += 1
+        history.append({"task_loss": task_sum / max(steps, 1), "extra_loss": extra_sum / max(steps, 1), "steps": steps})
+    return history
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: Dataset, logits_output: LogitsSelector = None, batch_size: int = 256) -> float:
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for x, y in DataLoader(data, batch_size=batch_size):
+        correct += (select_logits(model(x), logits_output).argmax(1) == y).sum().item()
+        total += len(y)
+    model.train(was_training)
+    return correct / max(total, 1)
