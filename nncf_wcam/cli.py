@@ -3,7 +3,7 @@
     nncf-wcam compress --config quantization_int8_wcam --output runs/int8 [--compare-naive]
     nncf-wcam configs                                  (the shipped configs, usable by name in --config)
     nncf-wcam compress --output runs/int8 --resume       # continue that run with its own settings (run.json)
-    nncf-wcam export   --checkpoint runs/int8/checkpoint.pt --output runs/int8/ir_npu --static-shape --device NPU
+    nncf-wcam export   --checkpoint runs/int8/checkpoint.pt --output runs/int8/ir_npu --target-device NPU
     nncf-wcam evaluate --checkpoint runs/int8/checkpoint.pt [--ir runs/int8/ir]
 
 `compress` under torchrun (`torchrun --nproc_per_node N -m nncf_wcam.cli compress ...`) trains with
@@ -816,6 +816,8 @@ def cmd_export(args) -> int:
     _quiet_nncf(args.verbose)
     check_counts(eval_samples=args.eval_samples)
     device = checked_device(args.device)
+    # The device the IR is for may be absent here (export on a workstation, deploy on an NPU machine).
+    target_device = check_device(args.target_device, must_be_present=False) if args.target_device else None
     output = Path(args.output)
     _check_checkpoint_flag(args.checkpoint)
     if output.exists() and not output.is_dir():
@@ -832,6 +834,7 @@ def cmd_export(args) -> int:
             config=checkpoint["config"],
             dynamic_batch=not args.static_shape,
             device=device,
+            target_device=target_device,
             logits_output=logits_output_of(checkpoint["config"]),
             matched_layers=checkpoint.get("matched_layers"),
         )
@@ -968,6 +971,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", required=True, help="IR folder (model.xml, model.bin, manifest.json), replaced as a whole")
     export.add_argument("--static-shape", action="store_true", help="static batch of 1 (NPU needs it; implied for NPU)")
     export.add_argument("--device", default="CPU", help="OpenVINO device to check the IR on: CPU, GPU, NPU, AUTO (default CPU)")
+    export.add_argument("--target-device", help="device the IR is meant for, which may be absent here: NPU gives a static batch of 1 and NCHW layout, compiled only where an NPU exists (default: --device)")
     export.add_argument("--eval-samples", type=int, default=DEFAULT_EVAL_SAMPLES, help="test samples for the parity check")
     _add_output_flags(export)
     export.set_defaults(func=cmd_export)

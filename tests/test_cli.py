@@ -246,3 +246,17 @@ def test_layer_errors_come_before_any_training_or_nncf_initialization(tmp_path, 
     err = capsys.readouterr().err
     assert "Layer 'features.99' does not exist" in err and "'features.9'" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_export_for_an_npu_this_machine_lacks(run_dir, tmp_path, capsys):
+    """`--target-device NPU` writes an NPU-ready IR (static batch, NCHW) here; it compiles for the NPU only where one exists."""
+    import openvino as ov
+
+    output = tmp_path / "ir_npu"
+    assert cli.main(["export", "--checkpoint", str(run_dir / "checkpoint.pt"), "--output", str(output), "--target-device", "NPU", "--eval-samples", "4"]) == 0
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["target_device"] == "NPU" and manifest["input_shape"] == [1, 1, 8, 8] and not manifest["dynamic_batch"]
+    assert manifest["target_compile_checked"] == ("NPU" in ov.Core().available_devices)
+    assert manifest["parity"]["top1_agreement"] == 1.0
+    assert cli.main(["export", "--checkpoint", str(run_dir / "checkpoint.pt"), "--output", str(tmp_path / "x"), "--target-device", "MYRIAD"]) == 2
+    assert "MYRIAD" in capsys.readouterr().err
