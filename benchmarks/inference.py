@@ -2,7 +2,11 @@
 
 A ResNet-18 (written in this project, torchvision layout) is exported four ways with
 `nncf_wcam.export.export_ir`: FP32 IR, int8 IR, 50 %-filter-pruned IR (filters physically removed),
-and pruned + int8 IR. Measured on this machine's CPU:
+and pruned + int8 IR. A MobileNet-style network (inverted residuals, depthwise convolutions, dict
+output; `nncf_wcam.models.MobileNetStyle`, width 16, seven blocks, five stride-2 stages) is exported
+three ways: FP32 IR, int8 IR, pruned + int8 IR. Its int8 block quantizes activations per tensor
+(`"activations": {"per_channel": false}`): with NNCF's default per-channel quantizers before depthwise
+convolutions the pruned filters cannot be removed (README, "Deployment"). Measured on this machine's CPU:
   latency     batch 1, median over many synchronous runs (OpenVINO: PERFORMANCE_HINT=LATENCY);
   throughput  images/s with asynchronous requests on all cores (OpenVINO: PERFORMANCE_HINT=THROUGHPUT,
               AsyncInferQueue with the plugin's optimal number of requests); PyTorch eager: batches of
@@ -30,12 +34,28 @@ from torch.utils.data import TensorDataset
 
 from nncf_wcam.checkpoint import atomic_write_text
 from nncf_wcam.export import export_ir, runtime_precisions
-from nncf_wcam.models import resnet18, tiny_resnet
+from nncf_wcam.models import MobileNetStyle, resnet18, tiny_resnet
 from nncf_wcam.training import compress, load_config
 
 INT8 = {"algorithm": "quantization", "initializer": {"range": {"num_init_samples": 16, "type": "mean_min_max"}, "batchnorm_adaptation": {"num_bn_adaptation_samples": 0}}}
 PRUNING = {"algorithm": "filter_pruning", "pruning_init": 0.5, "params": {"schedule": "exponential", "pruning_target": 0.5, "pruning_steps": 1}}
 VARIANTS = {"fp32_ir": [], "int8_ir": [INT8], "pruned50_ir": [PRUNING], "pruned50_int8_ir": [PRUNING, INT8]}
+INT8_PER_TENSOR = {**INT8, "activations": {"per_channel": False}}
+MOBILE_VARIANTS = {"fp32_ir": [], "int8_ir": [INT8_PER_TENSOR], "pruned50_int8_ir": [PRUNING, INT8_PER_TENSOR]}
+MOBILE_BLOCKS = ((1, 2), (2, 2), (2, 1), (4, 2), (4, 1), (8, 2), (8, 1))
+
+
+def models(quick: bool) -> dict:
+    """{row prefix: (display name, model factory, variants)}."""
+    if quick:
+        return {
+            "": ("tiny ResNet", lambda: tiny_resnet(in_channels=3, width=8), VARIANTS),
+            "mobilenet_style ": ("MobileNet-style", lambda: MobileNetStyle(3, 10, width=8, blocks=((1, 1), (2, 2))), MOBILE_VARIANTS),
+        }
+    return {
+        "": ("ResNet-18", lambda: resnet18(num_classes=1000), VARIANTS),
+        "mobilenet_style ": ("MobileNet-style", lambda: MobileNetStyle(3, 1000, width=16, expansion=4, blocks=MOBILE_BLOCKS), MOBILE_VARIANTS),
+    }
 
 
 def export_variant(name: str, blocks: list, make_model, image_size: int, calibration: TensorDataset, out_dir: Path) -> Path:
@@ -44,7 +64,8 @@ def export_variant(name: str, blocks: list, make_model, image_size: int, calibra
     config = load_config({"input_info": {"sample_size": [1, 3, image_size, image_size]}, "compression": blocks, "log_dir": str(out_dir)})
     ctrl, model = compress(make_model(), config, calibration, batch_size=8)
     # Random weights give near-tied logits, so top-1 parity is reported, not enforced, here.
-    result = export_ir(ctrl, model, out_dir / name, calibration.tensors[0][:4], min_top1_agreement=0.0)
+    logits = "logits" if name.startswith("mobilenet_style") else None  # MobileNetStyle returns a dict
+    result = export_ir(ctrl, model, out_dir / name, calibration.tensors[0][:4], min_top1_agreement=0.0, logits_output=logits)
     return result.output_dir
 
 
@@ -112,11 +133,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="batch of the PyTorch throughput runs")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "inference")
     args = parser.parse_args()
-    make_model = (lambda: resnet18(num_classes=1000)) if not args.quick else (lambda: tiny_resnet(in_channels=3, width=8))
     if args.quick:
         args.image_size, args.seconds = 32, 0.3
-    model_name = "tiny ResNet" if args.quick else "ResNet-18"
-    print(f"{model_name}, {args.image_size}x{args.image_size}, random weights; CPU threads {torch.get_num_threads()}; {args.seconds} s per measurement")
+    print(f"{args.image_size}x{args.image_size}, random weights; CPU threads {torch.get_num_threads()}; {args.seconds} s per measurement")
 
     generator = torch.Generator().manual_seed(0)
     calibration = TensorDataset(torch.randn(16, 3, args.image_size, args.image_size, generator=generator), torch.zeros(16, dtype=torch.long))
@@ -124,33 +143,39 @@ def main() -> None:
     xb = calibration.tensors[0][:1].repeat(args.batch, 1, 1, 1)
 
     results = {}
-    torch.manual_seed(0)
-    eager = make_model().eval()
-    results["fp32_torch_eager"] = {"latency_ms": torch_latency(eager, x1, args.seconds) * 1e3, "throughput_ips": torch_throughput(eager, xb, args.seconds)}
     with tempfile.TemporaryDirectory(prefix="nncf_wcam_inference_") as tmp:
-        for name, blocks in VARIANTS.items():
-            ir_dir = export_variant(name, blocks, make_model, args.image_size, calibration, Path(tmp))
-            manifest = json.loads((ir_dir / "manifest.json").read_text())
-            latency = ov_latency(compile_ir(ir_dir, "LATENCY", 1), x1.numpy(), args.seconds)
-            throughput_model = compile_ir(ir_dir, "THROUGHPUT", 1)
-            throughput = ov_throughput(throughput_model, x1.numpy(), args.seconds)
-            precisions = sorted({p["precision"] for p in runtime_precisions(throughput_model) if "Conv" in p["layer_type"]})
-            stats = manifest["ir"]
-            results[name] = {
-                "latency_ms": latency * 1e3,
-                "throughput_ips": throughput,
-                "conv_runtime_precisions": precisions,
-                "weights": stats.get("weight_values"),
-                "gflops": stats.get("flops", 0) / 1e9,
-                "parity_max_abs_diff": manifest["parity"]["max_abs_diff"],
-            }
-            print(f"{name}: latency {latency * 1e3:.2f} ms, throughput {throughput:.1f} img/s, conv precisions {precisions}")
-    base = results["fp32_torch_eager"]
-    for r in results.values():
-        r["latency_speedup_vs_eager"] = base["latency_ms"] / r["latency_ms"]
-        r["throughput_ratio_vs_eager"] = r["throughput_ips"] / base["throughput_ips"]
+        for prefix, (model_name, make_model, variants) in models(args.quick).items():
+            torch.manual_seed(0)
+            eager = make_model().eval()
+            base_name = f"{prefix}fp32_torch_eager"
+            results[base_name] = {"model": model_name, "latency_ms": torch_latency(eager, x1, args.seconds) * 1e3, "throughput_ips": torch_throughput(eager, xb, args.seconds)}
+            for name, blocks in variants.items():
+                ir_dir = export_variant(f"{prefix.strip()}_{name}".lstrip("_"), blocks, make_model, args.image_size, calibration, Path(tmp))
+                manifest = json.loads((ir_dir / "manifest.json").read_text())
+                latency = ov_latency(compile_ir(ir_dir, "LATENCY", 1), x1.numpy(), args.seconds)
+                throughput_model = compile_ir(ir_dir, "THROUGHPUT", 1)
+                throughput = ov_throughput(throughput_model, x1.numpy(), args.seconds)
+                precisions = sorted({p["precision"] for p in runtime_precisions(throughput_model) if "Conv" in p["layer_type"]})
+                stats = manifest["ir"]
+                results[f"{prefix}{name}"] = {
+                    "model": model_name,
+                    "latency_ms": latency * 1e3,
+                    "throughput_ips": throughput,
+                    "conv_runtime_precisions": precisions,
+                    "weights": stats.get("weight_values"),
+                    "gflops": stats.get("flops", 0) / 1e9,
+                    "pruning_transformation_applied": manifest["pruning_transformation_applied"],
+                    "notes": manifest["notes"],
+                    "parity_max_abs_diff": manifest["parity"]["max_abs_diff"],
+                }
+                print(f"{model_name} {name}: latency {latency * 1e3:.2f} ms, throughput {throughput:.1f} img/s, conv precisions {precisions}")
+            base = results[base_name]
+            for key, r in results.items():
+                if r["model"] == model_name:
+                    r["latency_speedup_vs_eager"] = base["latency_ms"] / r["latency_ms"]
+                    r["throughput_ratio_vs_eager"] = r["throughput_ips"] / base["throughput_ips"]
     lines = [
-        f"{model_name} at {args.image_size}x{args.image_size} on this machine's CPU ({os.cpu_count()} cores), one run; ratios against FP32 PyTorch eager.",
+        f"{args.image_size}x{args.image_size} on this machine's CPU ({os.cpu_count()} cores), one run; ratios against each model's FP32 PyTorch eager.",
         "",
         "| variant | latency b=1 (ms) | speed-up | throughput (img/s) | ratio | weights | GFLOPs | conv precision |",
         "|---|---|---|---|---|---|---|---|",

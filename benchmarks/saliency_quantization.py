@@ -17,8 +17,9 @@ measures on the evaluation images:
   background pixels next to the strokes; in a first run the FP32 model lost *less* accuracy with
   salient-first than with random-order zeroing.)
 
-The quantized models are exported to OpenVINO IR with `nncf_wcam.export.export_ir` (parity check
-against PyTorch on 256 evaluation images); the parity is recorded in results.json.
+All 13 models (the FP32 teacher and the 12 quantized ones) are exported to OpenVINO IR with
+`nncf_wcam.export.export_ir` (parity check against PyTorch on 256 evaluation images); the parity,
+and how many FakeQuantize ranges the export put back on NNCF's grid, are recorded in results.json.
 
 Data: the real MNIST test set (`nncf_wcam.data.shared_mnist_root()`): first 8,000 images train,
 last 2,000 evaluate. `--fashion-root DIR` uses FashionMNIST IDX files instead. Without MNIST, it
@@ -38,6 +39,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -251,7 +253,16 @@ def export_run(ctrl, model, config: dict, test: TensorDataset, output: Path) -> 
         "max_abs_diff": parity["max_abs_diff"],
         "top1_agreement": parity["top1_agreement"],
         "num_samples": parity["num_samples"],
+        "fake_quantize_ranges_aligned": result.manifest["fake_quantize_ranges_aligned"],
     }
+
+
+def export_fp32(teacher, test: TensorDataset, output: Path) -> dict:
+    """The FP32 teacher through the same route (NNCF with no compression block), for the 13th row's parity."""
+    with tempfile.TemporaryDirectory(prefix="nncf_log_") as log_dir:  # NNCF writes graph dumps there
+        config = {"input_info": {"sample_size": [1, *test.tensors[0].shape[1:]]}, "compression": [], "log_dir": log_dir}
+        ctrl, model = compress(copy.deepcopy(teacher), load_config(config), test, batch_size=64)
+        return export_run(ctrl, model, config, test, output)
 
 
 def summarize(rows: list) -> list:
@@ -351,7 +362,8 @@ def main(argv=None) -> int:
     teacher_pred = predictions(teacher, images)
     teacher_maps = saliency_maps(teacher, images, teacher_pred)
     fp32 = evaluate(teacher, test, teacher_maps, teacher_pred, seed=0)
-    rows = [{"seed": 0, "bits": "fp32", "variant": "fp32", "train_seconds": teacher_seconds, "export": None, **fp32}]
+    fp32_export = None if args.no_export else export_fp32(teacher, test, output / "ir" / "fp32")
+    rows = [{"seed": 0, "bits": "fp32", "variant": "fp32", "train_seconds": teacher_seconds, "export": fp32_export, **fp32}]
 
     runs = [(seed, bits, variant) for seed in args.seeds for bits in BIT_WIDTHS for variant in VARIANTS]
     if args.quick:  # a smoke test: every bit width (and its export), every variant once

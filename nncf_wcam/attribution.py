@@ -207,7 +207,8 @@ class ActivationCapture:
     switched on from there, so that the gradients of the logits with respect to it, and to every
     layer after it, exist. Run such a forward under `torch.no_grad()`: the context restores the
     grad mode when it exits, and nothing before the first matched layer is recorded.
-    A module called several times per forward keeps its last call.
+    A module called several times per forward keeps its last call. The layers after a hooked one
+    receive a clone of its output, so in-place operations there leave the captured activation intact.
     """
 
     def __init__(self, modules: dict, active: Callable[[], bool] = lambda: True, make_leaf: bool = False):
@@ -227,10 +228,12 @@ class ActivationCapture:
                 # The teacher runs under no_grad up to here: the layers before it record no graph.
                 torch.set_grad_enabled(True)
                 output = output.detach().requires_grad_(True)
-                self.activations[name] = output
-                return output
             self.activations[name] = output
-            return None
+            # Downstream layers get a copy: an in-place op after the matched layer (ReLU(inplace=True) in
+            # every torchvision VGG and ResNet) would otherwise overwrite the captured activation, and on
+            # the teacher's leaf it fails ("a leaf Variable that requires grad is being used in an in-place
+            # operation"). The gradients with respect to the captured tensor flow through the copy.
+            return output.clone()
 
         return hook
 

@@ -22,7 +22,9 @@ takes its frozen teacher from that model, so the teacher comes back), then
 
 import json
 import os
+import pickle
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -36,6 +38,8 @@ from nncf import NNCFConfig
 from nncf.torch import create_compressed_model
 from nncf.torch import load_state
 from nncf_wcam.models import create_model
+from nncf_wcam.staging import clean_stale_staging
+from nncf_wcam.staging import file_staging_prefix
 
 FORMAT = "nncf_wcam.checkpoint"
 TEACHER_FORMAT = "nncf_wcam.teacher"
@@ -61,7 +65,8 @@ def _atomic_write(path: Union[str, os.PathLike], write) -> Path:
     """Writes through `write(file object)` to a temporary file beside `path`, then renames it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    clean_stale_staging(path)  # what a writer killed before its rename left behind
+    descriptor, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=file_staging_prefix(path.name), suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as f:
             write(f)
@@ -69,9 +74,11 @@ def _atomic_write(path: Union[str, os.PathLike], write) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
+        if isinstance(error, OSError) and not isinstance(error.filename, str):
+            raise OSError(error.errno, error.strerror, str(path)) from error  # name the file (a full disk, ...)
         raise
     return path
 
@@ -138,9 +145,23 @@ def _load(path: Union[str, os.PathLike], what: str) -> Any:
         raise CheckpointError(f"{what} not found: {path}.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (any unreadable file gets the same one-line answer)
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"Cannot read {what} {path}: {first_line}") from e
+    except PermissionError as e:
+        raise CheckpointError(f"Cannot read {what} {path}: permission denied. Fix: make the file readable (chmod u+r).") from e
+    except IsADirectoryError as e:
+        raise CheckpointError(f"{what} {path} is a folder. Fix: name the .pt file.") from e
+    except pickle.UnpicklingError as e:
+        # torch's message advises weights_only=False: never for a file the user did not make.
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what_else = f" ({found.group(1)})" if found else ""
+        msg = (
+            f"Cannot read {what} {path}: it holds Python objects{what_else} besides tensors and plain values, and "
+            "nncf-wcam loads weights only (nothing in the file is executed). Fix: use a file written by nncf-wcam, or "
+            "save plain weights with torch.save(model.state_dict(), path)."
+        )
+        raise CheckpointError(msg) from e
+    except Exception as e:  # noqa: BLE001  (any other unreadable file gets the same one-line answer)
+        first = str(e).strip().splitlines()[0].split(". ")[0].rstrip(".") if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"Cannot read {what} {path}: {first[:160]}. Fix: use a complete file written by nncf-wcam (it may be truncated).") from e
 
 
 def save_teacher(path: Union[str, os.PathLike], teacher: nn.Module, spec: dict, **meta) -> Path:
@@ -214,12 +235,24 @@ def save_checkpoint(path: Union[str, os.PathLike], **fields) -> Path:
     return atomic_torch_save(make_checkpoint(**fields), path)
 
 
+# What every checkpoint holds (make_checkpoint); older or hand-made files without them are refused.
+REQUIRED_KEYS = ("config", "model", "compression_state", "state_dict", "teacher_state_dict", "optimizer", "epoch", "epochs", "rng", "history")
+
+
 def load_checkpoint(path: Union[str, os.PathLike]) -> dict:
     data = _load(path, "Checkpoint")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an nncf-wcam checkpoint (written by `nncf-wcam compress`).")
-    if data.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {data['version']}; this nncf-wcam reads up to {VERSION}.")
+    version = data.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{path} has checkpoint version {version!r:.40}, not a whole number: it was not written by nncf-wcam.")
+    if version > VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {version}; this nncf-wcam reads up to {VERSION}.")
+    missing = [key for key in REQUIRED_KEYS if key not in data]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}: it is incomplete or was not written by `nncf-wcam compress`.")
+    if not isinstance(data["config"], dict) or not isinstance(data["model"], dict):
+        raise CheckpointError(f"{path}: its config or model entry is not a mapping; it was not written by `nncf-wcam compress`.")
     return data
 
 

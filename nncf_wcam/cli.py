@@ -2,35 +2,41 @@
 
     nncf-wcam compress --config quantization_int8_wcam --output runs/int8 [--compare-naive]
     nncf-wcam configs                                  (the shipped configs, usable by name in --config)
-    nncf-wcam export   --checkpoint runs/int8/checkpoint.pt --output runs/int8/ir_npu --static-shape --device NPU
+    nncf-wcam compress --output runs/int8 --resume       # continue that run with its own settings (run.json)
+    nncf-wcam export   --checkpoint runs/int8/checkpoint.pt --output runs/int8/ir_npu --target-device NPU
     nncf-wcam evaluate --checkpoint runs/int8/checkpoint.pt [--ir runs/int8/ir]
 
 `compress` under torchrun (`torchrun --nproc_per_node N -m nncf_wcam.cli compress ...`) trains with
 DistributedDataParallel; rank 0 alone writes the teacher, checkpoints, IR and report.
 
 Output folder of `compress`:
-    teacher.pt            the uncompressed teacher (trained here unless --teacher was given)
+    run.json              the run's resolved settings (config and its hash, epochs, seed, teacher, data, ...)
+    teacher.pt            the uncompressed teacher (trained here, or a copy of --teacher's weights)
     checkpoint.pt         the compressed student, written after every epoch (--resume continues from it)
     naive/checkpoint.pt   with --compare-naive: the same compression without attribution_matching
     ir/                   OpenVINO IR of the student (model.xml, model.bin, manifest.json)
     report.json           accuracies, attribution agreement, compression statistics, timings, dataset
     attribution_maps.png  Grad-CAM maps of teacher and student(s) over test samples
     nncf_logs/            NNCF's graph dumps
+    .nncf-wcam.lock       while a run works in the folder (a second run is refused)
 
-User errors (missing or malformed config, unknown dataset or model, missing data, unsupported
-device, unreadable checkpoint) print one line on stderr and exit with code 2.
+User errors (bad flags, missing or malformed config, unknown dataset, model or layer, missing data,
+unsupported device, unreadable checkpoint, a resume that disagrees with its run, a folder in use)
+print one line on stderr and exit with code 2.
 """
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Optional
-
 
 import nncf_wcam  # noqa: F401  (must precede nncf.torch)
 
@@ -40,9 +46,11 @@ import jsonschema
 import nncf
 import torch
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from nncf_wcam import distributed
 from nncf_wcam.attribution import LayerNameError
+from nncf_wcam.attribution import select_logits
 from nncf_wcam.checkpoint import CHECKPOINT_NAME
 from nncf_wcam.checkpoint import TEACHER_NAME
 from nncf_wcam.checkpoint import CheckpointError
@@ -68,12 +76,27 @@ from nncf_wcam.export import UnsupportedDeviceError
 from nncf_wcam.export import check_device
 from nncf_wcam.export import export_ir
 from nncf_wcam.export import to_jsonable
+from nncf_wcam.folder_lock import FolderLock
+from nncf_wcam.folder_lock import FolderLockedError
 from nncf_wcam.nncf_plugin import AlgorithmConfigError
+from nncf_wcam.nncf_plugin.algo import choose_layers
+from nncf_wcam.nncf_plugin.algo import requested_layers
+from nncf_wcam.nncf_plugin.schema import ATTRIBUTION_MATCHING
 from nncf_wcam.report import compression_statistics
-from nncf_wcam.report import default_layer
 from nncf_wcam.report import evaluate_models
 from nncf_wcam.report import summary_lines
-from nncf_wcam.nncf_plugin.schema import ATTRIBUTION_MATCHING
+from nncf_wcam.run_settings import DEFAULT_EVAL_SAMPLES
+from nncf_wcam.run_settings import DEFAULT_TEACHER_EPOCHS
+from nncf_wcam.run_settings import RUN_FILE
+from nncf_wcam.run_settings import RunSettings
+from nncf_wcam.run_settings import RunSettingsError
+from nncf_wcam.run_settings import check_checkpoint
+from nncf_wcam.run_settings import fresh_settings
+from nncf_wcam.run_settings import read_run_settings
+from nncf_wcam.run_settings import resumed_settings
+from nncf_wcam.run_settings import settings_from_checkpoint
+from nncf_wcam.run_settings import state_digest
+from nncf_wcam.run_settings import write_run_settings
 from nncf_wcam.training import attribution_controller
 from nncf_wcam.training import compress as create_compressed
 from nncf_wcam.training import load_config
@@ -82,17 +105,24 @@ from nncf_wcam.training import make_optimizer
 from nncf_wcam.training import train_epoch
 from nncf_wcam.training import train_teacher
 from nncf_wcam.training import without_algorithm
+from nncf_wcam.export import OutputFolderError
+from nncf_wcam.run_config import ENVIRONMENT_ERRNOS
+from nncf_wcam.run_config import RunConfigError
+from nncf_wcam.run_config import check_run_config
+from nncf_wcam.run_config import environment_error_line
+from nncf_wcam.training import NonFiniteLossError
+
+# Refusals of issue 13 (run configuration, non-finite losses, output folders not ours): one line, exit 2.
+RUN_ERRORS = (RunConfigError, NonFiniteLossError, OutputFolderError)
 
 PROG = "nncf-wcam"
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
 
-DEFAULT_EPOCHS = 4  # when the config has no "epochs"
-DEFAULT_TEACHER_EPOCHS = 6
 DEFAULT_TEACHER_LR = 3e-3
 TEACHER_BATCH_SIZE = 32  # the teacher's own training: small batches reach ~97 % on digits in 6 epochs
-DEFAULT_EVAL_SAMPLES = 64
+MAX_SEED = 2**64 - 1  # torch.manual_seed's range
 FIGURE_NAME = "attribution_maps.png"
 REPORT_NAME = "report.json"
 IR_DIR_NAME = "ir"
@@ -107,7 +137,16 @@ class UsageError(Exception):
 
 
 # Errors that mean "fix your input", reported in one line with exit code 2.
-USER_ERRORS = (UsageError, DataError, UnsupportedDeviceError, AlgorithmConfigError, LayerNameError, CheckpointError)
+USER_ERRORS = (
+    UsageError,
+    DataError,
+    UnsupportedDeviceError,
+    AlgorithmConfigError,
+    LayerNameError,
+    CheckpointError,
+    RunSettingsError,
+    FolderLockedError,
+)
 
 
 def one_line(error: BaseException) -> str:
@@ -116,9 +155,61 @@ def one_line(error: BaseException) -> str:
     return text
 
 
+# --------------------------------------------------------------------------- console
+
+
+class _Console:
+    """What goes to the terminal: stage messages and bars (not with --quiet or --json), results (not with --json)."""
+
+    quiet = False
+    json = False
+    summary: Optional[dict] = None
+
+    @classmethod
+    def configure(cls, args) -> None:
+        cls.json = bool(getattr(args, "json", False))
+        cls.quiet = bool(getattr(args, "quiet", False)) or cls.json
+        cls.summary = None
+
+
 def _say(message: str = "") -> None:
-    if distributed.is_main():
+    """A stage message (rank 0; none with --quiet or --json)."""
+    if distributed.is_main() and not _Console.quiet:
+        tqdm.write(message, file=sys.stdout)
+
+
+def _result(message: str = "") -> None:
+    """A line of the result summary (none with --json, which prints the summary as JSON instead)."""
+    if distributed.is_main() and not _Console.json:
         print(message, flush=True)
+
+
+def _stage_bar(desc: str, total: int) -> tqdm:
+    """One progress bar for a whole stage (all its epochs), with an ETA; none with --quiet or --json."""
+    return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True, disable=_Console.quiet or total == 0 or not distributed.is_main())
+
+
+@contextlib.contextmanager
+def _json_stdout(enabled: bool):
+    """With --json, stdout holds only the summary: everything else written to it (NNCF's log, prints) goes to stderr."""
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    real = os.dup(1)
+    os.dup2(2, 1)  # also what C++ code and subprocesses write
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(real, 1)
+        os.close(real)
+
+
+def _emit_json(summary: dict) -> None:
+    """The command's JSON summary, printed by `main` once stdout is the terminal's again."""
+    _Console.summary = to_jsonable(summary)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -178,6 +269,25 @@ def checked_device(name: str) -> str:
     return check_device(name)  # UnsupportedDeviceError is a user error
 
 
+def check_counts(**flags) -> None:
+    """Counting flags (--epochs 3) must be positive: `check_counts(epochs=args.epochs, ...)`; None means not given."""
+    for name, value in flags.items():
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive number, got {value}.")
+
+
+def check_output_file(path: Optional[str], flag: str) -> None:
+    """A file the command will write (report, figure): not a folder, and its folder not a file."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"{flag} {path} is a folder. Pass a file name, e.g. {target / ('maps.png' if flag == '--figure' else 'eval.json')}.")
+    parent = next((p for p in [target.parent, *target.parent.parents] if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UsageError(f"{flag} {path}: {parent} is a file, not a folder.")
+
+
 def attribution_block(config: dict) -> Optional[dict]:
     sections = config.get("compression", [])
     sections = [sections] if isinstance(sections, dict) else sections
@@ -185,8 +295,14 @@ def attribution_block(config: dict) -> Optional[dict]:
 
 
 def logits_output_of(config: dict):
-    block = attribution_block(config)
-    return block.get("logits_output") if block else None
+    """The logits selector of the plugin blocks (attribution_matching first, then saliency_guided)."""
+    sections = config.get("compression", [])
+    sections = [sections] if isinstance(sections, dict) else sections
+    for name in (ATTRIBUTION_MATCHING, "saliency_guided"):
+        block = next((b for b in sections if isinstance(b, dict) and b.get("algorithm") == name), None)
+        if block is not None and block.get("logits_output") is not None:
+            return block["logits_output"]
+    return None
 
 
 def build_checked_model(spec: dict):
@@ -196,7 +312,162 @@ def build_checked_model(spec: dict):
         raise UsageError(one_line(e)) from e
 
 
-# --------------------------------------------------------------------------- training
+def check_layers(model: torch.nn.Module, sample: torch.Tensor, requested) -> list:
+    """The layers `requested` ("auto", ["auto"] or names) on a plain model, checked: they exist and have spatial outputs."""
+    model.eval()
+    return choose_layers(model, requested, lambda: model(sample))
+
+
+# --------------------------------------------------------------------------- compress: resolving the run
+
+
+@dataclass
+class Run:
+    """Everything `compress` resolved before any training: the settings and what they name."""
+
+    output: Path
+    settings: RunSettings
+    raw: dict  # the config with the run's epochs and log_dir
+    config: nncf.NNCFConfig
+    naive_config: Optional[nncf.NNCFConfig]
+    data: DatasetSplit
+    spec: dict
+    resume: bool
+    teacher_state: Optional[dict] = None  # None: to be trained
+    layers: list = field(default_factory=list)  # the matched layers (attribution_matching)
+    report_layer: Optional[str] = None  # the Grad-CAM layer of the report
+    layer_note: str = ""  # the line that tells the user which layer
+
+
+def _apply_config_defaults(config: dict, settings: RunSettings, output: Path) -> dict:
+    config = json.loads(json.dumps(config))
+    config["epochs"] = settings.epochs
+    config["log_dir"] = str(output / "nncf_logs")
+    return config
+
+
+def _check_compress_flags(args) -> None:
+    check_counts(epochs=args.epochs, teacher_epochs=args.teacher_epochs, max_steps=args.max_steps, eval_samples=args.eval_samples)
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed must lie in 0 .. 2**64 - 1, got {args.seed}.")
+    if args.device is not None:
+        checked_device(args.device)
+    if args.teacher and not Path(args.teacher).is_file():
+        raise UsageError(f"Teacher file not found: {args.teacher}.")
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"Output path {output} exists and is not a folder.")
+    if args.config is None and not args.resume:
+        raise UsageError("--config is required for a new run (only --resume takes the config from the run's folder).")
+
+
+def _saved_settings(args, output: Path) -> Optional[RunSettings]:
+    """The settings of the run already in `output` (None when there is none); refuses a new run over an old one."""
+    checkpoint_path = output / CHECKPOINT_NAME
+    existing = next((name for name in (RUN_FILE, CHECKPOINT_NAME) if (output / name).is_file()), None)
+    if existing and not args.resume:
+        raise UsageError(f"{output} already holds a run ({existing}). Pass --resume to continue it, or choose another --output.")
+    if not args.resume:
+        return None
+    saved = read_run_settings(output)
+    if saved is None and checkpoint_path.is_file():  # a run from before run.json existed
+        naive = (output / NAIVE_DIR_NAME / CHECKPOINT_NAME).is_file()
+        saved = settings_from_checkpoint(load_checkpoint(checkpoint_path), args.config or str(checkpoint_path), compare_naive=naive)
+    if saved is None:
+        if args.config is None:
+            raise UsageError(f"--resume: {output} holds no run to continue ({RUN_FILE} and {CHECKPOINT_NAME} are missing). Pass --config to start one.")
+        _say(f"--resume: no run in {output} yet; starting from the beginning.")
+    return saved
+
+
+def _resolve_run(args, output: Path) -> Run:
+    """Reads the config and the run's settings and checks them against each other; trains nothing, writes nothing."""
+    saved = _saved_settings(args, output)
+    config = read_config(args.config) if args.config is not None else None
+    # The config as the run uses it: the one read, or on --resume without --config the run's own.
+    checked = config if config is not None else getattr(saved, "config", None)
+    if checked is not None:
+        check_run_config(checked, args)  # the whole run configuration, before any work
+    if saved is None:
+        settings = fresh_settings(args, config, args.config)
+    else:
+        settings = resumed_settings(saved, args, config, args.config)
+    raw = _apply_config_defaults(settings.config, settings, output)
+    nncf_config = validated_config(raw, settings.config_path)
+    data = load_data(raw.get("dataset"))
+    check_input_info(raw, data)
+    spec = model_spec(raw, data.image_shape[0], NUM_CLASSES)
+    build_checked_model(spec)  # unknown model names fail here, before any training
+    naive_config = None
+    if settings.compare_naive:
+        if attribution_block(raw) is None:
+            raise UsageError(f"--compare-naive: config {settings.config_path} has no {ATTRIBUTION_MATCHING} block to leave out.")
+        naive_config = without_algorithm(nncf_config, ATTRIBUTION_MATCHING)
+        naive_config["log_dir"] = str(output / NAIVE_DIR_NAME / "nncf_logs")
+    run = Run(output, settings, raw, nncf_config, naive_config, data, spec, resume=saved is not None)
+    run.teacher_state = _known_teacher(args, run)
+    if run.resume:  # checkpoints that another run wrote (a mixed folder) are refused before anything is written
+        for path, used_config in ((output / CHECKPOINT_NAME, raw), (output / NAIVE_DIR_NAME / CHECKPOINT_NAME, naive_config)):
+            if used_config is not None and path.is_file():
+                check_checkpoint(load_checkpoint(path), path, settings=settings, config=dict(used_config), teacher_sha256=settings.teacher["sha256"])
+    return run
+
+
+def _known_teacher(args, run: Run) -> Optional[dict]:
+    """The teacher weights the run already has (None: it has none yet, train one), checked against the run's record."""
+    settings, output = run.settings, run.output
+    recorded = settings.teacher.get("sha256")
+    candidates = []  # (where, loader) in order of preference
+    if args.teacher:
+        candidates.append((f"--teacher {args.teacher}", lambda: load_teacher_state(args.teacher, run.spec)))
+    if run.resume:
+        if (output / TEACHER_NAME).is_file():
+            candidates.append((str(output / TEACHER_NAME), lambda: load_teacher_state(output / TEACHER_NAME, run.spec)))
+        if (output / CHECKPOINT_NAME).is_file():
+            candidates.append((str(output / CHECKPOINT_NAME), lambda: load_checkpoint(output / CHECKPOINT_NAME)["teacher_state_dict"]))
+        if settings.teacher.get("path") and not args.teacher:
+            candidates.append((settings.teacher["path"], lambda: load_teacher_state(settings.teacher["path"], run.spec)))
+    for where, load in candidates:
+        state = load()
+        digest = state_digest(state)
+        if recorded is not None and digest != recorded:
+            if where.startswith("--teacher"):
+                raise RunSettingsError(f"{where} holds other weights than this run's teacher; drop the flag or start a new --output.")
+            raise RunSettingsError(f"{where} holds another teacher than the one this run recorded in {RUN_FILE}: the folder mixes two runs. Start a new run in another --output.")
+        settings.teacher["sha256"] = digest
+        return state
+    if recorded is not None:
+        raise RunSettingsError(f"--resume: this run's teacher is gone ({TEACHER_NAME} and {CHECKPOINT_NAME} are missing in {output}). Start a new run in another --output.")
+    return None
+
+
+def check_model_settings(run: Run) -> None:
+    """Model-dependent settings, checked on the uncompressed model before NNCF's initialization (which costs minutes on big data).
+
+    The output's logits, and the matched layers: they exist, run, and have spatial outputs ("auto" resolved).
+    """
+    model = build_checked_model(run.spec).eval()
+    sample = run.data.test.tensors[0][:2]
+    logits_output = logits_output_of(run.raw)
+    with torch.no_grad():
+        output = model(sample)
+    try:
+        select_logits(output, logits_output)
+    except ValueError as e:
+        raise UsageError(one_line(e)) from e
+    block = attribution_block(run.raw)
+    if block is not None:
+        requested = block.get("layers", "auto")
+        run.layers = check_layers(model, sample, requested)
+        how = " (chosen by \"layers\": \"auto\")" if requested_layers(requested) == "auto" else ""
+        run.layer_note = f"Matched layer{'s' if len(run.layers) > 1 else ''}: {', '.join(run.layers)}{how}"
+        run.report_layer = run.layers[0]
+    else:
+        run.report_layer = check_layers(model, sample, "auto")[0]
+        run.layer_note = f"Grad-CAM layer of the report: {run.report_layer} (the last spatial feature map)"
+
+
+# --------------------------------------------------------------------------- compress: training
 
 
 @dataclass
@@ -211,76 +482,62 @@ class RunResult:
     layers: list = field(default_factory=list)
 
 
-def _apply_config_defaults(config: dict, output: Path) -> dict:
-    config = json.loads(json.dumps(config))
-    config["log_dir"] = str(output / "nncf_logs")
-    return config
-
-
-def _train_teacher(args, raw: dict, data: DatasetSplit, spec: dict, output: Path, seed: int) -> tuple:
-    """(teacher state_dict, where it came from, seconds): loaded from --teacher, reused on --resume, or trained."""
-    teacher_path = output / TEACHER_NAME
+def _train_teacher(run: Run) -> tuple:
+    """(teacher state_dict, seconds): the run's teacher, trained here when it has none yet (rank 0, broadcast)."""
     start = time.perf_counter()
-    if args.teacher:
-        state = load_teacher_state(args.teacher, spec)
-        return state, str(args.teacher), time.perf_counter() - start
-    if args.resume and teacher_path.is_file():
-        state = load_teacher_state(teacher_path, spec)
-        return state, str(teacher_path), time.perf_counter() - start
+    settings, teacher_path = run.settings, run.output / TEACHER_NAME
+    if run.teacher_state is not None:
+        if distributed.is_main() and not teacher_path.is_file():
+            model = build_checked_model(run.spec)
+            model.load_state_dict(run.teacher_state)
+            save_teacher(teacher_path, model, run.spec, source=settings.teacher.get("path"), dataset=run.data.description)
+        return run.teacher_state, time.perf_counter() - start
     state = None
     if distributed.is_main():
-        torch.manual_seed(seed)
-        model = build_checked_model(spec)
-        _say(f"Training the teacher ({spec['name']}, {args.teacher_epochs} epochs) ...")
-        train_teacher(
-            model,
-            data.train,
-            epochs=args.teacher_epochs,
-            lr=DEFAULT_TEACHER_LR,
-            batch_size=TEACHER_BATCH_SIZE,
-            seed=seed,
-            progress=not args.quiet,
-            logits_output=logits_output_of(raw),
-        )
+        torch.manual_seed(settings.seed)
+        model = build_checked_model(run.spec)
+        epochs, steps = settings.teacher_epochs, -(-len(run.data.train) // TEACHER_BATCH_SIZE)
+        _say(f"Training the teacher ({run.spec['name']}, {epochs} epochs) ...")
+        with _stage_bar("teacher", epochs * steps) as bar:
+            train_teacher(
+                model,
+                run.data.train,
+                epochs=epochs,
+                lr=DEFAULT_TEACHER_LR,
+                batch_size=TEACHER_BATCH_SIZE,
+                seed=settings.seed,
+                logits_output=logits_output_of(run.raw),
+                bar=bar,
+            )
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        save_teacher(teacher_path, model, spec, epochs=args.teacher_epochs, seed=seed, dataset=data.description)
+        save_teacher(teacher_path, model, run.spec, epochs=epochs, seed=settings.seed, dataset=run.data.description)
+        settings.teacher["sha256"] = state_digest(state)
+        write_run_settings(run.output, settings)  # from here on, a resume uses this teacher and never trains another
     state = distributed.broadcast_object(state)
-    return state, "trained", time.perf_counter() - start
+    run.teacher_state = state
+    return state, time.perf_counter() - start
 
 
 def run_compression(
     label: str,
     config: nncf.NNCFConfig,
     raw: dict,
-    data: DatasetSplit,
-    spec: dict,
-    teacher_state: dict,
+    run: Run,
     checkpoint_path: Path,
     *,
-    epochs: int,
-    seed: int,
-    resume: bool,
-    max_steps: Optional[int],
-    progress: bool,
-    logits_output=None,
     default_layers: Optional[list] = None,
 ) -> RunResult:
     """Compression-aware training of one config, checkpointed after every epoch (rank 0), resumable."""
     start = time.perf_counter()
+    settings, data, spec, teacher_state = run.settings, run.data, run.spec, run.teacher_state
+    epochs, seed, max_steps = settings.epochs, settings.seed, settings.max_steps
+    logits_output = logits_output_of(run.raw)
     Path(config.get("log_dir", ".")).mkdir(parents=True, exist_ok=True)
-    checkpoint = load_checkpoint(checkpoint_path) if resume and checkpoint_path.is_file() else None
-    if checkpoint is not None:
-        for key in ("compression", "model", "model_kwargs", "dataset", "input_info"):
-            if checkpoint["config"].get(key) != json.loads(json.dumps(raw.get(key))):
-                msg = (
-                    f"--resume: the config's \"{key}\" differs from the one {checkpoint_path} was trained with. "
-                    "Resume with the same config, or start a new run in another --output."
-                )
-                raise UsageError(msg)
+    checkpoint = load_checkpoint(checkpoint_path) if run.resume and checkpoint_path.is_file() else None
     torch.manual_seed(seed)
     model = build_checked_model(spec)
     model.load_state_dict(teacher_state)  # the teacher's weights: the attribution_matching builder copies them
-    batch_size = int(raw.get("batch_size", 64))
+    batch_size = settings.batch_size
     if checkpoint is not None:
         from nncf.torch import create_compressed_model, load_state
 
@@ -312,48 +569,50 @@ def run_compression(
     loader = DataLoader(data.train, batch_size=local_batch, sampler=sampler)
     am_ctrl = attribution_controller(compression_ctrl)
     layers = list(am_ctrl.matcher.layers) if am_ctrl is not None else list(default_layers or [])
-    for epoch in range(start_epoch, epochs):
-        records = train_epoch(
-            compression_ctrl,
-            train_model,
-            loader,
-            optimizer,
-            epoch,
-            epochs,
-            max_steps=max_steps,
-            logits_output=logits_output,
-            progress=progress and distributed.is_main(),
-            device=device,
-            desc=label,
-        )
-        history.extend(records)
-        if lr_scheduler is not None:
-            lr_scheduler.step()
-        if distributed.is_main():
-            save_checkpoint(
-                checkpoint_path,
-                config=raw,
-                spec=spec,
-                compression_ctrl=compression_ctrl,
-                model=compressed,
-                teacher_state_dict=teacher_state,
-                optimizer=optimizer,
-                lr_scheduler=lr_scheduler,
-                epoch=epoch + 1,
-                epochs=epochs,
-                seed=seed,
-                history=history,
-                label=label,
-                dataset=raw.get("dataset"),
+    steps = len(loader) if max_steps is None else min(len(loader), max_steps)
+    with _stage_bar(label, (epochs - start_epoch) * steps) as bar:
+        for epoch in range(start_epoch, epochs):
+            records = train_epoch(
+                compression_ctrl,
+                train_model,
+                loader,
+                optimizer,
+                epoch,
+                epochs,
                 max_steps=max_steps,
-                world_size=distributed.world_size(),
-                matched_layers=layers,
+                logits_output=logits_output,
+                device=device,
+                desc=label,
+                bar=bar,
             )
-        distributed.barrier()
-        if records:
-            task = sum(r["task_loss"] for r in records) / len(records)
-            compression = sum(r["compression_loss"] for r in records) / len(records)
-            _say(f"[{label}] epoch {epoch + 1}/{epochs}: mean task loss {task:.4f}, mean compression loss {compression:.4f} ({len(records)} steps)")
+            history.extend(records)
+            if lr_scheduler is not None:
+                lr_scheduler.step()
+            if distributed.is_main():
+                save_checkpoint(
+                    checkpoint_path,
+                    config=raw,
+                    spec=spec,
+                    compression_ctrl=compression_ctrl,
+                    model=compressed,
+                    teacher_state_dict=teacher_state,
+                    optimizer=optimizer,
+                    lr_scheduler=lr_scheduler,
+                    epoch=epoch + 1,
+                    epochs=epochs,
+                    seed=seed,
+                    history=history,
+                    label=label,
+                    dataset=raw.get("dataset"),
+                    max_steps=max_steps,
+                    world_size=distributed.world_size(),
+                    matched_layers=layers,
+                )
+            distributed.barrier()
+            if records:
+                task = sum(r["task_loss"] for r in records) / len(records)
+                compression = sum(r["compression_loss"] for r in records) / len(records)
+                _say(f"[{label}] epoch {epoch + 1}/{epochs}: mean task loss {task:.4f}, mean compression loss {compression:.4f} ({len(records)} steps)")
     return RunResult(
         label=label,
         compression_ctrl=compression_ctrl,
@@ -381,77 +640,76 @@ def cmd_compress(args) -> int:
     total_start = time.perf_counter()
     distributed.init_from_env()
     _quiet_nncf(args.verbose)
-    device = checked_device(args.device)
-    raw = read_config(args.config)
+    _check_compress_flags(args)
     output = Path(args.output)
-    if output.exists() and not output.is_dir():
-        raise UsageError(f"Output path {output} exists and is not a folder.")
-    if (output / CHECKPOINT_NAME).is_file() and not args.resume:
-        raise UsageError(f"{output} already holds a run ({CHECKPOINT_NAME}). Pass --resume to continue it, or choose another --output.")
-    for name, value in (("--epochs", args.epochs), ("--teacher-epochs", args.teacher_epochs), ("--max-steps", args.max_steps)):
-        if value is not None and value < 1:
-            raise UsageError(f"{name} must be a positive number, got {value}.")
-    if args.teacher and not Path(args.teacher).is_file():
-        raise UsageError(f"Teacher file not found: {args.teacher}.")
-    if args.epochs is not None:
-        raw["epochs"] = args.epochs
-    epochs = int(raw.get("epochs", DEFAULT_EPOCHS))
-    seed = args.seed if args.seed is not None else int(raw.get("seed", 0))
-    raw = _apply_config_defaults(raw, output)
-    config = validated_config(raw, args.config)
-    data = load_data(raw.get("dataset"))
-    check_input_info(raw, data)
-    spec = model_spec(raw, data.image_shape[0], NUM_CLASSES)
-    build_checked_model(spec)  # unknown model names fail here, before any training
-    naive_config = None
-    if args.compare_naive:
-        if attribution_block(raw) is None:
-            raise UsageError(f"--compare-naive: config {args.config} has no {ATTRIBUTION_MATCHING} block to leave out.")
-        naive_config = without_algorithm(config, ATTRIBUTION_MATCHING)
-        naive_config["log_dir"] = str(output / NAIVE_DIR_NAME / "nncf_logs")
-    if args.resume and not (output / CHECKPOINT_NAME).is_file():
-        _say(f"--resume: no checkpoint in {output} yet; starting from the beginning.")
+    # One run at a time in a folder (rank 0 holds the lock for all ranks).
+    lock = FolderLock(output) if distributed.is_main() else contextlib.nullcontext()
+    with lock:
+        if getattr(lock, "taken_over", None):
+            _say(f"note: took over the lock of a run that is no longer running ({lock.taken_over})")
+        run = _resolve_run(args, output)
+        check_model_settings(run)
+        world = distributed.world_size()
+        _say(
+            f"nncf-wcam compress: {run.settings.config_path} -> {output} ({run.data.description}; model {run.spec['name']}; "
+            f"{run.settings.epochs} epochs; seed {run.settings.seed}; {world} process{'es' if world > 1 else ''})"
+            + (" (resumed)" if run.resume else "")
+        )
+        _say(run.layer_note)
+        return _compress(run, total_start)
+
+
+def _compress(run: Run, total_start: float) -> int:
+    settings, output, raw, data = run.settings, run.output, run.raw, run.data
+    distributed.barrier()  # every rank has read the folder's state before rank 0 writes run.json
     if distributed.is_main():
-        output.mkdir(parents=True, exist_ok=True)
+        write_run_settings(output, settings)
     distributed.barrier()
     world = distributed.world_size()
-    _say(
-        f"nncf-wcam compress: {args.config} -> {output} ({data.description}; model {spec['name']}; "
-        f"{epochs} epochs; seed {seed}; {world} process{'es' if world > 1 else ''})"
-    )
 
     timings = {}
-    teacher_state, teacher_source, timings["teacher_s"] = _train_teacher(args, raw, data, spec, output, seed)
-    common = dict(epochs=epochs, seed=seed, resume=args.resume, max_steps=args.max_steps, progress=not args.quiet, logits_output=logits_output_of(raw))
+    teacher_state, timings["teacher_s"] = _train_teacher(run)
     label = ATTRIBUTION_MATCHING if attribution_block(raw) is not None else "compressed"
-    runs = [run_compression(label, config, raw, data, spec, teacher_state, output / CHECKPOINT_NAME, **common)]
+    runs = [run_compression(label, run.config, raw, run, output / CHECKPOINT_NAME)]
     timings[f"{label}_training_s"] = runs[0].train_seconds
-    if naive_config is not None:
-        naive_raw = dict(naive_config)
-        naive_run = run_compression(NAIVE, naive_config, naive_raw, data, spec, teacher_state, output / NAIVE_DIR_NAME / CHECKPOINT_NAME, default_layers=runs[0].layers, **common)
+    if run.naive_config is not None:
+        naive_raw = dict(run.naive_config)
+        naive_run = run_compression(NAIVE, run.naive_config, naive_raw, run, output / NAIVE_DIR_NAME / CHECKPOINT_NAME, default_layers=runs[0].layers)
         timings[f"{NAIVE}_training_s"] = naive_run.train_seconds
         runs.append(naive_run)
     if not distributed.is_main():
         return 0
 
-    for run in runs:
-        run.model.to("cpu")  # export and evaluation run on the CPU (training may have used a GPU)
+    for result in runs:
+        result.model.to("cpu")  # export and evaluation run on the CPU (training may have used a GPU)
     main_run = runs[0]
-    samples = data.test.tensors[0][: max(args.eval_samples, 1)]
+    device = checked_device(settings.device)
+    samples = data.test.tensors[0][: settings.eval_samples]
+    _say(f"Exporting the OpenVINO IR to {output / IR_DIR_NAME} ...")
     start = time.perf_counter()
-    exported = export_ir(main_run.compression_ctrl, main_run.model, output / IR_DIR_NAME, samples, config=raw, device=device, logits_output=logits_output_of(raw))
+    exported = export_ir(
+        main_run.compression_ctrl,
+        main_run.model,
+        output / IR_DIR_NAME,
+        samples,
+        config=raw,
+        device=device,
+        logits_output=logits_output_of(raw),
+        matched_layers=main_run.layers,
+    )
     timings["export_s"] = time.perf_counter() - start
 
+    _say(f"Evaluating attributions on {settings.eval_samples} test samples ...")
     start = time.perf_counter()
-    teacher = build_checked_model(spec)
+    teacher = build_checked_model(run.spec)
     teacher.load_state_dict(teacher_state)
-    layer = main_run.layers[0] if main_run.layers else default_layer(teacher, data)
+    layer = main_run.layers[0] if main_run.layers else run.report_layer
     evaluated = evaluate_models(
         teacher,
-        {run.label: run.model for run in runs},
+        {result.label: result.model for result in runs},
         data,
         layer,
-        args.eval_samples,
+        settings.eval_samples,
         logits_output=logits_output_of(raw),
         ir_dir=output / IR_DIR_NAME,
         ir_student=main_run.label,
@@ -461,21 +719,23 @@ def cmd_compress(args) -> int:
     timings["evaluation_s"] = time.perf_counter() - start
     timings["total_s"] = time.perf_counter() - total_start
 
-    for run in runs:
-        entry = evaluated["students"][run.label]
-        entry["algorithms"] = [b.get("algorithm") for b in _blocks(raw if run is main_run else dict(naive_config))]
-        entry["compression"] = compression_statistics(run.compression_ctrl)
-        entry["checkpoint"] = str(run.checkpoint)
-        entry["resumed_from_epoch"] = run.resumed_from_epoch
-        entry["steps"] = len(run.history)
-        entry["final_losses"] = run.history[-1] if run.history else None
-        entry["training_s"] = run.train_seconds
+    for result in runs:
+        entry = evaluated["students"][result.label]
+        entry["algorithms"] = [b.get("algorithm") for b in _blocks(raw if result is main_run else dict(run.naive_config))]
+        entry["compression"] = compression_statistics(result.compression_ctrl)
+        entry["checkpoint"] = str(result.checkpoint)
+        entry["resumed_from_epoch"] = result.resumed_from_epoch
+        entry["steps"] = len(result.history)
+        entry["final_losses"] = result.history[-1] if result.history else None
+        entry["training_s"] = result.train_seconds
     evaluated["ir"]["manifest"] = str(exported.manifest_path)
     evaluated["ir"]["parity"] = exported.manifest["parity"]
     evaluated["ir"]["precision"] = exported.manifest["precision"]
+    teacher_info = settings.teacher
     report = {
         "command": "compress",
-        "config": str(args.config),
+        "config": settings.config_path,
+        "config_sha256": settings.config_sha256,
         "output": str(output),
         "dataset": {
             "name": data.name,
@@ -484,11 +744,17 @@ def cmd_compress(args) -> int:
             "train_samples": len(data.train),
             "test_samples": len(data.test),
         },
-        "model": spec,
-        "teacher": {"source": teacher_source, "path": str(output / TEACHER_NAME) if teacher_source == "trained" else teacher_source, "epochs": args.teacher_epochs if teacher_source == "trained" else None},
-        "epochs": epochs,
-        "max_steps_per_epoch": args.max_steps,
-        "seed": seed,
+        "model": run.spec,
+        "teacher": {
+            "source": teacher_info["source"],
+            "path": teacher_info.get("path") or str(output / TEACHER_NAME),
+            "epochs": settings.teacher_epochs if teacher_info["source"] == "trained" else None,
+            "sha256": teacher_info.get("sha256"),
+        },
+        "matched_layers": main_run.layers,
+        "epochs": settings.epochs,
+        "max_steps_per_epoch": settings.max_steps,
+        "seed": settings.seed,
         "world_size": world,
         "evaluation": evaluated,
         "timings": timings,
@@ -496,18 +762,36 @@ def cmd_compress(args) -> int:
     }
     atomic_write_text(output / REPORT_NAME, json.dumps(to_jsonable(report), indent=2))
 
-    _say()
+    _result()
     for line in summary_lines(evaluated):
-        _say(line)
+        _result(line)
     ir = evaluated["ir"]
-    _say(
+    _result(
         f"IR: {exported.xml_path} ({exported.manifest['precision']}; parity with PyTorch: max |logit diff| "
         f"{ir['parity']['max_abs_diff']:.2g}, top-1 agreement {ir['parity']['top1_agreement']:.4f})"
     )
-    _say(f"Report: {output / REPORT_NAME}   Figure: {output / FIGURE_NAME}")
+    _result(f"Report: {output / REPORT_NAME}   Figure: {output / FIGURE_NAME}")
     parts = [f"{name[:-2].replace('_', ' ')} {seconds:.0f} s" for name, seconds in timings.items() if name != "total_s"]
-    _say(f"Time: {', '.join(parts)}; total {timings['total_s']:.0f} s")
+    _result(f"Time: {', '.join(parts)}; total {timings['total_s']:.0f} s")
+    _emit_json(
+        {
+            "command": "compress",
+            "output": str(output),
+            "report": str(output / REPORT_NAME),
+            "figure": str(output / FIGURE_NAME),
+            "ir": str(exported.xml_path),
+            "matched_layers": main_run.layers,
+            "evaluation": {k: v for k, v in evaluated.items() if k != "students"}
+            | {"students": {label: _brief(entry) for label, entry in evaluated["students"].items()}},
+            "timings": timings,
+        }
+    )
     return 0
+
+
+def _brief(entry: dict) -> dict:
+    """A student's scores without the long compression statistics (those are in report.json)."""
+    return {k: v for k, v in entry.items() if k != "compression"}
 
 
 def _blocks(config: dict) -> list:
@@ -522,15 +806,26 @@ def _restore(checkpoint_path: str, log_dir: Path) -> tuple:
     return checkpoint, data, compression_ctrl, model, teacher
 
 
+def _check_checkpoint_flag(path: str) -> None:
+    if not Path(path).is_file():
+        hint = f" (a folder: pass {Path(path) / CHECKPOINT_NAME})" if Path(path).is_dir() else ""
+        raise UsageError(f"Checkpoint not found: {path}{hint}.")
+
+
 def cmd_export(args) -> int:
     _quiet_nncf(args.verbose)
+    check_counts(eval_samples=args.eval_samples)
     device = checked_device(args.device)
+    # The device the IR is for may be absent here (export on a workstation, deploy on an NPU machine).
+    target_device = check_device(args.target_device, must_be_present=False) if args.target_device else None
     output = Path(args.output)
-    if not Path(args.checkpoint).is_file():
-        raise UsageError(f"Checkpoint not found: {args.checkpoint}.")
+    _check_checkpoint_flag(args.checkpoint)
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"Output path {output} exists and is not a folder. Name a folder for the IR.")
     with _scratch_dir() as log_dir:
         checkpoint, data, compression_ctrl, model, _ = _restore(args.checkpoint, log_dir)
-        samples = data.test.tensors[0][: max(args.eval_samples, 1)]
+        samples = data.test.tensors[0][: args.eval_samples]
+        _say(f"Exporting {args.checkpoint} to {output} ...")
         result = export_ir(
             compression_ctrl,
             model,
@@ -539,24 +834,42 @@ def cmd_export(args) -> int:
             config=checkpoint["config"],
             dynamic_batch=not args.static_shape,
             device=device,
+            target_device=target_device,
             logits_output=logits_output_of(checkpoint["config"]),
+            matched_layers=checkpoint.get("matched_layers"),
         )
     parity = result.manifest["parity"]
-    print(
+    _result(
         f"Exported {args.checkpoint} (epoch {checkpoint['epoch']}/{checkpoint['epochs']}) to {result.xml_path} for {device}: "
         f"{result.manifest['precision']}, input shape {result.manifest['input_shape']}, parity max |logit diff| "
         f"{parity['max_abs_diff']:.2g}, top-1 agreement {parity['top1_agreement']:.4f}."
     )
     for note in result.manifest.get("notes", []):
-        print(f"Note: {note}")
+        _result(f"Note: {note}")
+    _emit_json(
+        {
+            "command": "export",
+            "checkpoint": str(args.checkpoint),
+            "ir": str(result.xml_path),
+            "manifest": str(result.manifest_path),
+            "device": device,
+            "precision": result.manifest["precision"],
+            "input_shape": result.manifest["input_shape"],
+            "parity": parity,
+            "matched_layers": result.manifest.get("matched_layers"),
+            "notes": result.manifest.get("notes", []),
+        }
+    )
     return 0
 
 
 def cmd_evaluate(args) -> int:
     _quiet_nncf(args.verbose)
+    check_counts(eval_samples=args.eval_samples)
     device = checked_device(args.device)
-    if not Path(args.checkpoint).is_file():
-        raise UsageError(f"Checkpoint not found: {args.checkpoint}.")
+    _check_checkpoint_flag(args.checkpoint)
+    check_output_file(args.output, "--output")
+    check_output_file(args.figure, "--figure")
     ir_dir = Path(args.ir) if args.ir else Path(args.checkpoint).parent / IR_DIR_NAME
     if args.ir and not (ir_dir / "model.xml").is_file() and not (ir_dir.suffix == ".xml" and ir_dir.is_file()):
         raise UsageError(f"No OpenVINO IR at {args.ir}: pass the folder written by `nncf-wcam export` (model.xml inside).")
@@ -565,9 +878,14 @@ def cmd_evaluate(args) -> int:
     with _scratch_dir() as log_dir:
         checkpoint, data, compression_ctrl, model, teacher = _restore(args.checkpoint, log_dir)
         config = checkpoint["config"]
-        layers = checkpoint.get("matched_layers") or []
-        layer = args.layer or (layers[0] if layers else default_layer(teacher, data))
+        sample = data.test.tensors[0][:2]
+        if args.layer:  # checked before any attribution is computed: unknown and non-spatial layers are errors, never scores
+            layer = check_layers(teacher, sample, [args.layer] if args.layer != "auto" else "auto")[0]
+        else:
+            layers = checkpoint.get("matched_layers") or check_layers(teacher, sample, "auto")
+            layer = layers[0]
         label = checkpoint.get("label", "student")
+        _say(f"Evaluating {args.checkpoint} at layer {layer} on {args.eval_samples} test samples ...")
         evaluated = evaluate_models(
             teacher,
             {label: model},
@@ -585,11 +903,14 @@ def cmd_evaluate(args) -> int:
     evaluated["compression"] = compression_statistics(compression_ctrl)
     if args.output:
         atomic_write_text(args.output, json.dumps(to_jsonable(evaluated), indent=2))
-    print(f"nncf-wcam evaluate: {args.checkpoint} (epoch {checkpoint['epoch']}/{checkpoint['epochs']})")
+    _result(f"nncf-wcam evaluate: {args.checkpoint} (epoch {checkpoint['epoch']}/{checkpoint['epochs']})")
     for line in summary_lines(evaluated):
-        print(line)
+        _result(line)
     if args.output:
-        print(f"Report: {args.output}")
+        _result(f"Report: {args.output}")
+    if args.figure:
+        _result(f"Figure: {args.figure}")
+    _emit_json({"command": "evaluate", "report": args.output, **{k: v for k, v in evaluated.items() if k != "compression"}})
     return 0
 
 
@@ -620,24 +941,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or stage messages: only the result summary and errors")
+    parser.add_argument("--json", action="store_true", help="print only a machine-readable JSON summary on stdout (implies --quiet)")
+    parser.add_argument("--verbose", action="store_true", help="NNCF's info messages")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Attribution-preserving compression with NNCF: train, export, evaluate.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     compress = commands.add_parser("compress", help="train the teacher, compress with the config, export the IR, report")
-    compress.add_argument("--config", required=True, help="NNCF JSON config with an attribution_matching block: a path, or a shipped config's name (nncf-wcam configs)")
-    compress.add_argument("--output", required=True, help="output folder (teacher.pt, checkpoint.pt, ir/, report.json, PNG)")
+    compress.add_argument("--config", help="NNCF JSON config with an attribution_matching block: a path, or a shipped config's name (nncf-wcam configs); with --resume, the run's own by default")
+    compress.add_argument("--output", required=True, help="output folder (run.json, teacher.pt, checkpoint.pt, ir/, report.json, PNG)")
     compress.add_argument("--teacher", help="teacher weights (teacher.pt, checkpoint.pt or a state_dict); trained here when absent")
     compress.add_argument("--compare-naive", action="store_true", help="also compress without attribution_matching (same seeds) and compare")
-    compress.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
-    compress.add_argument("--epochs", type=int, help="compression epochs (default: the config's \"epochs\")")
-    compress.add_argument("--teacher-epochs", type=int, default=DEFAULT_TEACHER_EPOCHS, help=f"teacher training epochs (default {DEFAULT_TEACHER_EPOCHS})")
+    compress.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint, with the run's own settings")
+    compress.add_argument("--epochs", type=int, help="compression epochs (default: the config's \"epochs\", else 4)")
+    compress.add_argument("--teacher-epochs", type=int, help=f"teacher training epochs (default {DEFAULT_TEACHER_EPOCHS})")
     compress.add_argument("--max-steps", type=int, help="at most this many training steps per epoch (smoke tests)")
     compress.add_argument("--seed", type=int, help="seed of data order and initialization (default: the config's \"seed\" or 0)")
-    compress.add_argument("--device", default="CPU", help="OpenVINO device for the IR: CPU, GPU, NPU, AUTO (default CPU)")
-    compress.add_argument("--eval-samples", type=int, default=DEFAULT_EVAL_SAMPLES, help=f"test samples for attribution agreement (default {DEFAULT_EVAL_SAMPLES})")
-    compress.add_argument("--quiet", action="store_true", help="no progress bars")
-    compress.add_argument("--verbose", action="store_true", help="NNCF's info messages")
+    compress.add_argument("--device", help="OpenVINO device for the IR: CPU, GPU, NPU, AUTO (default CPU)")
+    compress.add_argument("--eval-samples", type=int, help=f"test samples for attribution agreement (default {DEFAULT_EVAL_SAMPLES})")
+    _add_output_flags(compress)
     compress.set_defaults(func=cmd_compress)
 
     export = commands.add_parser("export", help="export a checkpoint's compressed model to OpenVINO IR")
@@ -645,8 +971,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", required=True, help="IR folder (model.xml, model.bin, manifest.json), replaced as a whole")
     export.add_argument("--static-shape", action="store_true", help="static batch of 1 (NPU needs it; implied for NPU)")
     export.add_argument("--device", default="CPU", help="OpenVINO device to check the IR on: CPU, GPU, NPU, AUTO (default CPU)")
+    export.add_argument("--target-device", help="device the IR is meant for, which may be absent here: NPU gives a static batch of 1 and NCHW layout, compiled only where an NPU exists (default: --device)")
     export.add_argument("--eval-samples", type=int, default=DEFAULT_EVAL_SAMPLES, help="test samples for the parity check")
-    export.add_argument("--verbose", action="store_true", help="NNCF's info messages")
+    _add_output_flags(export)
     export.set_defaults(func=cmd_export)
 
     configs = commands.add_parser("configs", help="list the configs shipped with the package (usable by name in --config)")
@@ -656,11 +983,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", required=True, help="checkpoint.pt written by compress")
     evaluate.add_argument("--ir", help="IR folder to evaluate (default: ir/ beside the checkpoint, if present)")
     evaluate.add_argument("--device", default="CPU", help="OpenVINO device for the IR (default CPU)")
-    evaluate.add_argument("--layer", help="Grad-CAM layer (default: the matched layer)")
+    evaluate.add_argument("--layer", help="Grad-CAM layer with a spatial output (default: the matched layer; \"auto\": the last spatial one)")
     evaluate.add_argument("--eval-samples", type=int, default=DEFAULT_EVAL_SAMPLES, help=f"test samples (default {DEFAULT_EVAL_SAMPLES})")
     evaluate.add_argument("--output", help="write the results as JSON to this file")
     evaluate.add_argument("--figure", help="write a PNG of teacher and student Grad-CAM maps to this file")
-    evaluate.add_argument("--verbose", action="store_true", help="NNCF's info messages")
+    _add_output_flags(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
     return parser
 
@@ -668,10 +995,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _Console.configure(args)
     try:
-        return args.func(args)
-    except USER_ERRORS as e:
+        with _json_stdout(_Console.json):
+            code = args.func(args)
+        if _Console.json and _Console.summary is not None and distributed.is_main():
+            print(json.dumps(_Console.summary), flush=True)
+    except (*USER_ERRORS, *RUN_ERRORS) as e:
         print(f"{PROG} {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except RecursionError:
+        print(f"{PROG} {args.command}: error: the config nests too deeply to read. Fix: NNCF configs need 6 levels or fewer; check the file.", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:
+        if e.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        print(f"{PROG} {args.command}: error: {environment_error_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except ExportError as e:
         print(f"{PROG} {args.command}: export failed: {one_line(e)}", file=sys.stderr)
@@ -682,6 +1021,7 @@ def main(argv: Optional[list] = None) -> int:
         return EXIT_INTERRUPTED
     finally:
         distributed.cleanup()
+    return code
 
 
 if __name__ == "__main__":

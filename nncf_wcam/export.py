@@ -7,9 +7,11 @@ export that works for every algorithm: `strip()` refuses 4-bit and 2-bit quantiz
 What `export_ir` does, in order:
 
 1. checks the target device exists here (`check_device`) before any work;
-2. exports ONNX, converts it, physically removes the filters that NNCF filter pruning zeroed
-   (`apply_pruning_transformation`; NNCF only zeroes them), tags the logits output with the
-   tensor name "logits", and makes the batch dimension dynamic (or keeps the static batch of 1);
+2. exports ONNX, converts it, puts the FakeQuantize ranges on the grid NNCF trains with
+   (`quantizer_ranges`), physically removes the filters that NNCF filter pruning zeroed
+   (`ir_pruning`; NNCF only zeroes them; where that is impossible the zeroed filters stay, with a
+   warning and a manifest note), tags the logits output with the tensor name "logits", and makes
+   the batch dimension dynamic (or a static batch of 1);
 3. saves the IR into a staging folder, reads it back and compiles it on the target device, and
    compares it with the PyTorch model on the caller's samples (max |diff| of logits, top-1
    agreement). Below `min_top1_agreement` it raises `ExportError` and writes nothing;
@@ -17,10 +19,16 @@ What `export_ir` does, in order:
    counts / FLOPs / zero fraction, runtime precisions, versions) and swaps the staging folder in.
 
 The output folder holds exactly `model.xml`, `model.bin` and `manifest.json`; it is replaced as
-a whole (`atomic_directory`), so an earlier good export survives any failed one.
+a whole (`atomic_directory`), so an earlier good export survives any failed one. An existing
+folder is replaced only when it provably is an earlier export of ours (its manifest says
+`"producer": "nncf_wcam"` and it holds nothing else); anything else is refused with
+`OutputFolderError` and left untouched. A symbolic link is followed (the link stays).
 
-Devices: CPU, GPU, NPU, AUTO. NPU needs static shapes: with `device="NPU"` a dynamic batch request
-is turned into a static batch of 1, with a warning that is also recorded in the manifest.
+Devices: CPU, GPU, NPU, AUTO. `device` is where the parity check runs (it must exist here);
+`target_device` is where the IR will run (it may not). NPU needs static shapes: for an NPU target
+a dynamic batch request is turned into a static batch of 1 (warning and manifest note) and the
+input layout is declared NCHW; compiling for the target is checked only where it exists.
+Every failure is an `ExportError` with one line naming the cause and the fix.
 
 On CPU the models are compiled with `INFERENCE_PRECISION_HINT=f32` by default: OpenVINO would
 otherwise run float layers in bf16 on CPUs that have it, so figures would depend on the machine.
@@ -45,7 +53,13 @@ import nncf
 import numpy as np
 import openvino as ov
 import torch
-from openvino._offline_transformations import apply_pruning_transformation
+
+from nncf_wcam.ir_pruning import remove_pruned_filters
+from nncf_wcam.quantizer_ranges import align_fake_quantize_ranges
+
+from nncf_wcam.staging import clean_stale_staging
+from nncf_wcam.staging import folder_staging_name
+from nncf_wcam.staging import remove_tree
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +67,10 @@ XML_NAME = "model.xml"
 BIN_NAME = "model.bin"
 MANIFEST_NAME = "manifest.json"
 LOGITS_TENSOR_NAME = "logits"
+# What every manifest says about itself: an export folder is replaced only when its manifest says this.
+MANIFEST_PRODUCER = "nncf_wcam"
+MANIFEST_VERSION = 1
+EXPORT_FILES = (XML_NAME, BIN_NAME, MANIFEST_NAME)  # all an export folder ever holds
 
 SUPPORTED_DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 # Device names of plugins OpenVINO no longer ships.
@@ -67,6 +85,10 @@ LogitsOutput = Optional[Union[int, str]]
 
 class ExportError(RuntimeError):
     """The export could not produce a faithful IR; nothing was written."""
+
+
+class OutputFolderError(ExportError):
+    """The output path cannot be replaced safely (not a folder of ours, a dangling link): nothing was touched."""
 
 
 class UnsupportedDeviceError(ExportError, ValueError):
@@ -93,19 +115,36 @@ def atomic_directory(path: Union[str, os.PathLike]) -> Iterator[Path]:
     `path` is first renamed aside and deleted only once the new folder is in place, so an earlier
     version stays intact until the new one is complete. Any exception (KeyboardInterrupt included)
     removes the staging folder and leaves `path` untouched. Only a process killed between the two
-    renames of the swap could leave the old version under `.<name>.old-<id>` next to `path`.
+    renames of the swap could leave the old version under `.<name>.old-<pid>-<id>` next to `path`;
+    the next write to `path` removes such leftovers of dead processes (`staging.clean_stale_staging`).
+    A symbolic link is followed: the folder it points to is replaced and the link kept; a dangling
+    link is refused (`OutputFolderError`).
     """
-    target = Path(path).absolute()
+    target = _followed(Path(path)).absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_staging(target)
     token = uuid.uuid4().hex[:8]
-    staging = target.parent / f".{target.name}.tmp-{token}"
+    staging = target.parent / folder_staging_name(target.name, "tmp", token)
     staging.mkdir()
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _swap_in(staging, target, target.parent / f".{target.name}.old-{token}")
+    _swap_in(staging, target, target.parent / folder_staging_name(target.name, "old", token))
+
+
+def _followed(path: Path) -> Path:
+    """The folder a symbolic link names (the link itself is kept); a dangling link is refused."""
+    if not path.is_symlink():
+        return path
+    if not path.exists():
+        msg = (
+            f"Output path {path} is a symbolic link to {os.readlink(path)}, which does not exist. "
+            "Fix: create that folder, remove the link, or name another output folder."
+        )
+        raise OutputFolderError(msg)
+    return path.resolve()
 
 
 def _swap_in(staging: Path, target: Path, backup: Path) -> None:
@@ -119,30 +158,81 @@ def _swap_in(staging: Path, target: Path, backup: Path) -> None:
         os.replace(backup, target)  # put the earlier version back
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    shutil.rmtree(backup, ignore_errors=True)
+    try:
+        remove_tree(backup)  # also when its user made the earlier IR read-only
+    except OSError as e:
+        logger.warning("Could not remove the previous version %s (%s); the new one is in place. Remove it by hand.", backup, e.strerror or e)
+
+
+def _not_ours(output_dir: Path) -> Optional[str]:
+    """Why a non-empty folder is not an earlier export of ours (None if it provably is one)."""
+    manifest_path = output_dir / MANIFEST_NAME
+    if not manifest_path.is_file():
+        return f"it holds no {MANIFEST_NAME}"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return f"its {MANIFEST_NAME} is not readable JSON"
+    if not isinstance(manifest, dict):
+        return f"its {MANIFEST_NAME} was not written by nncf-wcam"
+    ours = manifest.get("producer") == MANIFEST_PRODUCER and isinstance(manifest.get("manifest_version"), int)
+    # Exports written before the producer key existed: the IR format tag and our version entry.
+    legacy = manifest.get("format") == "openvino_ir" and isinstance(manifest.get("versions"), dict) and "nncf_wcam" in manifest["versions"]
+    if not (ours or legacy):
+        return f"its {MANIFEST_NAME} was not written by nncf-wcam"
+    others = sorted(entry.name for entry in output_dir.iterdir() if entry.name not in EXPORT_FILES or not entry.is_file())
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        return f"it also holds {shown}, which an export does not write"
+    return None
 
 
 def _check_replaceable(output_dir: Path) -> None:
-    """The output folder is replaced as a whole: refuse to do that to a folder that is not an earlier export."""
+    """The output folder is replaced as a whole: refuse to do that to a folder that is not an earlier export of ours."""
+    output_dir = _followed(output_dir)
     if not output_dir.exists():
         return
     if not output_dir.is_dir():
-        raise ExportError(f"Output path {output_dir} exists and is not a folder. Name a folder for the IR.")
-    if any(output_dir.iterdir()) and not (output_dir / MANIFEST_NAME).is_file():
+        raise OutputFolderError(f"Output path {output_dir} exists and is not a folder. Fix: name a folder for the IR.")
+    try:
+        empty = not any(output_dir.iterdir())
+    except OSError as e:
+        raise OutputFolderError(f"Cannot list output folder {output_dir}: {e.strerror or e}. Fix: name a folder you can read and write.") from e
+    if empty:
+        return
+    reason = _not_ours(output_dir)
+    if reason is not None:
         msg = (
-            f"Output folder {output_dir} is not empty and holds no {MANIFEST_NAME}: it is not an earlier export, "
-            "and exporting would replace it as a whole. Name a new or empty folder."
+            f"Output folder {output_dir} is not an earlier export by nncf-wcam ({reason}); exporting replaces the "
+            "folder as a whole, so nothing was touched. Fix: name a new or empty folder."
         )
-        raise ExportError(msg)
+        raise OutputFolderError(msg)
 
 
 # --------------------------------------------------------------------------- devices
 
 
-def check_device(device: str) -> str:
-    """Returns the normalized device name, or raises `UnsupportedDeviceError` naming the devices this machine has."""
+def _device_base(name: str) -> str:
+    return name.split(":")[0].split(".")[0]
+
+
+def device_present(name: str) -> bool:
+    """Whether OpenVINO sees `name` (e.g. "NPU", "GPU.1") on this machine; AUTO always is."""
+    base = _device_base(name)
+    available = ov.Core().available_devices
+    if base == "AUTO":
+        return True
+    return name in available if name != base else any(d == base or d.startswith(base + ".") for d in available)
+
+
+def check_device(device: str, must_be_present: bool = True) -> str:
+    """Returns the normalized device name, or raises `UnsupportedDeviceError` naming the devices this machine has.
+
+    `must_be_present=False` only checks that the name is a device OpenVINO supports (a target to export
+    for, which may live on another machine).
+    """
     name = device.strip().upper()
-    base = name.split(":")[0].split(".")[0]
+    base = _device_base(name)
     available = ov.Core().available_devices
     if base in REMOVED_DEVICES:
         msg = (
@@ -157,10 +247,9 @@ def check_device(device: str) -> str:
             f"Devices on this machine: {', '.join(available) or 'none'}."
         )
         raise UnsupportedDeviceError(msg)
-    if base == "AUTO":
+    if base == "AUTO" or not must_be_present:
         return name  # AUTO picks among the available devices at compile time
-    present = name in available if name != base else any(d == base or d.startswith(base + ".") for d in available)
-    if not present:
+    if not device_present(name):
         msg = (
             f"Device '{device}' is not available on this machine; OpenVINO sees: {', '.join(available) or 'none'}. "
             "Export for one of those, or run the export where the device is installed."
@@ -455,21 +544,67 @@ def _versions() -> dict:
 # --------------------------------------------------------------------------- export
 
 
+def _one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
+
+
 def _onnx_to_ov(compression_ctrl, onnx_dir: Path) -> ov.Model:
     onnx_path = onnx_dir / "model.onnx"
-    compression_ctrl.export_model(str(onnx_path))
-    return ov.convert_model(str(onnx_path))
+    try:
+        compression_ctrl.export_model(str(onnx_path))
+    except Exception as e:  # NNCF / torch.onnx raise many types; the caller gets one ExportError
+        msg = (
+            f"NNCF's ONNX export failed ({_one_line(e)}). Check that the model runs on the config's input_info "
+            "sample size and that the `onnx` package is installed."
+        )
+        raise ExportError(msg) from e
+    try:
+        return ov.convert_model(str(onnx_path))
+    except Exception as e:
+        msg = f"OpenVINO could not convert NNCF's ONNX ({_one_line(e)}). Update openvino, or report the operator it names."
+        raise ExportError(msg) from e
 
 
-def _prune_physically(model: ov.Model) -> None:
-    """NNCF filter pruning only zeroes filters; OpenVINO's pruning transformation removes them (and their inputs downstream)."""
-    apply_pruning_transformation(model)
-    model.validate_nodes_and_infer_types()
+def _nncf_pruned_weight_values(statistics: dict) -> Optional[int]:
+    """Weight values NNCF counts after pruning (convolutions and linear layers, zeroed filters excluded)."""
+    pruning = statistics.get("filter_pruning")
+    return None if pruning is None else int(pruning.model_statistics.current_params_num)
 
 
-def _nncf_zeroed_filters(statistics: dict) -> bool:
-    pruning = statistics["filter_pruning"].model_statistics
-    return pruning.current_params_num < pruning.full_params_num
+def _prune(model: ov.Model, statistics: dict, ir_stats_dense: dict, notes: list) -> tuple:
+    """Removes the zeroed filters (ir_pruning); on failure keeps them and says why. Returns (model, removed)."""
+    expected = _nncf_pruned_weight_values(statistics)
+    if expected is None or expected >= ir_stats_dense["weight_values"]:
+        return model, False  # NNCF zeroed nothing (yet): nothing to remove
+    outcome = remove_pruned_filters(model)
+    if not outcome.removed:
+        notes.append(
+            "Pruned filters could not be removed from the IR (OpenVINO's pruning transformation failed: "
+            f"{outcome.error}); they are exported as zeros, same outputs, no speed-up. With per-channel activation "
+            'quantizers (NNCF\'s CPU default before depthwise convolutions) set "activations": {"per_channel": false}.'
+        )
+        logger.warning(notes[-1])
+        return model, False
+    removed_weights = ir_statistics(outcome.model)["weight_values"]
+    if removed_weights == ir_stats_dense["weight_values"]:
+        notes.append("OpenVINO's pruning transformation removed no filters: the zeroed filters stay in the IR.")
+        logger.warning(notes[-1])
+        return model, False
+    if removed_weights != expected:
+        notes.append(
+            f"The pruned IR has {removed_weights} weight values, NNCF counts {expected}: the pruning transformation "
+            "removed a different set of filters than NNCF zeroed (parity below still checks the outputs)."
+        )
+        logger.warning(notes[-1])
+    return outcome.model, True
+
+
+def _prepare_for_npu(model: ov.Model) -> None:
+    """NPU-ready: static batch 1 (set by the caller) and the input layout declared as NCHW for the plugin."""
+    for model_input in model.inputs:
+        if model_input.get_partial_shape().rank.get_length() == 4:
+            model_input.get_node().set_layout(ov.Layout("NCHW"))
 
 
 def export_ir(
@@ -481,34 +616,50 @@ def export_ir(
     config: Optional[dict] = None,
     dynamic_batch: bool = True,
     device: str = "CPU",
+    target_device: Optional[str] = None,
     min_top1_agreement: float = 0.99,
     apply_pruning: bool = True,
     logits_output: LogitsOutput = None,
     inference_precision: Optional[str] = "f32",
+    matched_layers: Optional[list] = None,
 ) -> ExportResult:
     """Exports an NNCF-compressed model to OpenVINO IR in `output_dir` (model.xml, model.bin, manifest.json).
 
     `sample_inputs`: a batch for the parity check (single-input models). `config`: the NNCF config dict,
-    recorded in the manifest. `dynamic_batch`: batch dimension -1, else a static batch of 1 (forced for
-    NPU). `apply_pruning`: remove zeroed filters physically when the model was filter-pruned.
-    `logits_output`: index or key of the logits when the model returns a tuple/list/dict (None: the
-    output is the logits). `inference_precision`: float precision on CPU (None: device default).
+    recorded in the manifest; its `"logits_output"` is used when `logits_output` is not given.
+    `dynamic_batch`: batch dimension -1, else a static batch of 1. `device`: where the parity check
+    compiles and runs (must be on this machine). `target_device`: the device the IR is meant for
+    (default: `device`); it may be absent here: "NPU" gives a static batch of 1 and an NCHW input
+    layout, and compiling for it is checked only where it exists (the manifest says whether it was).
+    `apply_pruning`: remove the filters NNCF filter pruning zeroed (if that is impossible the zeroed
+    filters stay, with a warning and a manifest note). `logits_output`: index or key of the logits when
+    the model returns a tuple/list/dict (None: the output is the logits). `inference_precision`: float
+    precision on CPU (None: device default).
+    `matched_layers`: the layers attribution matching trained (recorded in the manifest).
     Raises `ExportError` (nothing written, an earlier export in `output_dir` kept) when the IR's top-1
     agreement with PyTorch on the samples is below `min_top1_agreement`, or any step fails.
     """
     if not 0.0 <= min_top1_agreement <= 1.0:
         raise ValueError(f"min_top1_agreement must lie in [0, 1], got {min_top1_agreement}.")
     device = check_device(device)
+    target_device = device if target_device is None else check_device(target_device, must_be_present=False)
+    if logits_output is None and config is not None:
+        logits_output = config.get("logits_output")
     output_dir = Path(output_dir)
     _check_replaceable(output_dir)
     notes = []
-    if device == "NPU" and dynamic_batch:
+    needs_static = _device_base(target_device) == "NPU" or _device_base(device) == "NPU"
+    if needs_static and dynamic_batch:
         notes.append("NPU needs static shapes: exported with a static batch of 1 instead of a dynamic batch.")
         logger.warning(notes[-1])
         dynamic_batch = False
 
     statistics = dict(compression_ctrl.statistics())
-    torch_outputs = _torch_outputs(compressed_model, sample_inputs)
+    try:
+        torch_outputs = _torch_outputs(compressed_model, sample_inputs)
+    except RuntimeError as e:
+        msg = f"The model failed on sample_inputs {tuple(sample_inputs.shape)} ({_one_line(e)}). Pass a batch shaped like the config's input_info."
+        raise ExportError(msg) from e
     torch_logits, logits_index = _select_logits(torch_outputs, logits_output)
 
     logger.info("Exporting ONNX and converting it to OpenVINO.")
@@ -521,25 +672,35 @@ def export_ir(
     if len(model.inputs) != 1:
         raise ExportError(f"export_ir supports single-input models; this one has {len(model.inputs)} inputs.")
     model.output(logits_index).get_tensor().add_names({LOGITS_TENSOR_NAME})
+    # NNCF's ONNX FakeQuantize can sit off the grid its training kernel uses (see quantizer_ranges).
+    aligned = align_fake_quantize_ranges(model)
+    if aligned:
+        logger.info("Put %d FakeQuantize output ranges on NNCF's quantization grid.", len(aligned))
 
     ir_stats_converted = ir_statistics(model)
-    pruned = apply_pruning and "filter_pruning" in statistics
-    if pruned:
+    pruned = False
+    if apply_pruning and "filter_pruning" in statistics:
         logger.info("Removing pruned filters from the IR.")
-        _prune_physically(model)
+        model, pruned = _prune(model, statistics, ir_stats_converted, notes)
     ir_stats = ir_statistics(model) if pruned else ir_stats_converted
-    if pruned and _nncf_zeroed_filters(statistics) and ir_stats["weight_values"] == ir_stats_converted["weight_values"]:
-        # Seen with 4-bit quantization: OpenVINO's pruning does not see through low-bit weight quantizers.
-        notes.append("OpenVINO's pruning transformation removed no filters: the zeroed filters stay in the IR.")
-        logger.warning(notes[-1])
-    if dynamic_batch:
-        _set_batch(model, -1)
+    _set_batch(model, -1 if dynamic_batch else 1)
+    if _device_base(target_device) == "NPU":
+        _prepare_for_npu(model)
 
     with atomic_directory(output_dir) as staging:
         ov.save_model(model, str(staging / XML_NAME), compress_to_fp16=False)
         logger.info("Checking the saved IR against PyTorch on %d samples (%s).", len(sample_inputs), device)
-        compiled = load_compiled(staging, device, inference_precision=inference_precision)
-        ir_logits = run_compiled(compiled, sample_inputs)
+        try:
+            compiled = load_compiled(staging, device, inference_precision=inference_precision)
+        except RuntimeError as e:
+            msg = f"OpenVINO could not compile the IR for {device} ({_one_line(e)}). Export for another device, or update openvino."
+            raise ExportError(msg) from e
+        target_compile_checked = _check_target_compiles(staging, target_device, device)
+        try:
+            ir_logits = run_compiled(compiled, sample_inputs)
+        except RuntimeError as e:
+            msg = f"The IR failed on sample_inputs {tuple(sample_inputs.shape)} ({_one_line(e)}). Pass a batch shaped like the config's input_info."
+            raise ExportError(msg) from e
         parity = _parity(torch_logits.detach().cpu().float().numpy(), ir_logits)
         parity.update(min_top1_agreement=min_top1_agreement, device=device)
         if parity["top1_agreement"] < min_top1_agreement:
@@ -551,18 +712,26 @@ def export_ir(
             raise ExportError(msg)
         layers = runtime_precisions(compiled)
         manifest = {
+            "producer": MANIFEST_PRODUCER,
+            "manifest_version": MANIFEST_VERSION,
             "format": "openvino_ir",
             "files": {"xml": XML_NAME, "bin": BIN_NAME},
             "device": device,
+            "target_device": target_device,
+            "target_compile_checked": target_compile_checked,
             "inference_precision": inference_precision if device == "CPU" else None,
             "input_shape": [-1 if d.is_dynamic else d.get_length() for d in model.input(0).get_partial_shape()],
+            "input_layout": model.input(0).get_node().get_layout().to_string() or None,
             "dynamic_batch": dynamic_batch,
             "logits_output": logits_output,
             "logits_output_index": logits_index,
             "algorithms": _algorithm_names(compression_ctrl, config),
+            "matched_layers": list(matched_layers) if matched_layers is not None else None,
             "precision": _precision(statistics),
             "compression": {name: to_jsonable(stats) for name, stats in statistics.items()},
             "pruning_transformation_applied": pruned,
+            "nncf_pruned_weight_values": _nncf_pruned_weight_values(statistics),
+            "fake_quantize_ranges_aligned": len(aligned),
             "source_weight_values": torch_weight_values(compressed_model),
             "ir_before_pruning_transformation": ir_stats_converted,
             "ir": ir_stats,
@@ -586,3 +755,17 @@ def export_ir(
         manifest_path=output_dir / MANIFEST_NAME,
         manifest=manifest,
     )
+
+
+def _check_target_compiles(ir_dir: Path, target_device: str, device: str) -> bool:
+    """Compiles the IR for the target device where it exists; returns whether that check was made."""
+    if target_device == device:
+        return True  # the parity check compiled it there
+    if _device_base(target_device) == "AUTO" or not device_present(target_device):
+        logger.warning("%s is not on this machine: the IR was not compiled for it here.", target_device)
+        return False
+    try:
+        load_compiled(ir_dir, target_device)
+    except RuntimeError as e:
+        raise ExportError(f"The IR does not compile for {target_device} ({_one_line(e)}).") from e
+    return True

@@ -129,11 +129,64 @@ def tiny_resnet(in_channels: int = 1, num_classes: int = 10, width: int = 8) -> 
     return ResNet((1, 1), width, in_channels, num_classes, small_stem=True)
 
 
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1x1 expand, 3x3 depthwise, 1x1 project; a skip connection when shapes allow."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expansion: int):
+        super().__init__()
+        hidden = in_channels * expansion
+        self.use_skip = stride == 1 and in_channels == out_channels
+        self.block = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(),
+            nn.Conv2d(hidden, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+
+    def forward(self, x):
+        out = self.block(x)
+        return x + out if self.use_skip else out
+
+
+class MobileNetStyle(nn.Module):
+    """A small MobileNetV2-style network: inverted residuals, depthwise convolutions, a dict output.
+
+    `blocks` lists the inverted residual blocks as (width multiplier, stride); a block keeps a skip
+    connection when its stride is 1 and its width that of the block before. `features` ends with a
+    1x1 conv block (its ReLU6 is the last spatial feature map, `LAST_CONV_BLOCK` with the default
+    blocks); the forward returns `{"embedding": ..., "logits": ...}` (select with `"logits_output": "logits"`).
+    """
+
+    LAST_CONV_BLOCK = "features.6"
+    DEFAULT_BLOCKS = ((1, 1), (2, 2), (2, 1), (4, 2), (4, 1))
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 8, expansion: int = 4, blocks=DEFAULT_BLOCKS):
+        super().__init__()
+        layers = [nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU6())]
+        channels = width
+        for multiplier, stride in blocks:
+            layers.append(InvertedResidual(channels, width * multiplier, stride, expansion))
+            channels = width * multiplier
+        layers.append(nn.Sequential(nn.Conv2d(channels, 2 * channels, 1, bias=False), nn.BatchNorm2d(2 * channels), nn.ReLU6()))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(2 * channels, num_classes)
+
+    def forward(self, x):
+        embedding = self.pool(self.features(x)).flatten(1)
+        return {"embedding": embedding, "logits": self.classifier(embedding)}
+
+
 MODELS = {
     "small_cnn": SmallCNN,
     "dict_cnn": DictOutputCNN,
     "tiny_resnet": tiny_resnet,
     "resnet18": resnet18,
+    "mobilenet_style": MobileNetStyle,
 }
 
 

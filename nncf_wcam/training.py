@@ -5,6 +5,7 @@ The fine-tuning loop is the one every NNCF 2.x project already has: task loss pl
 """
 
 import json
+import math
 import os
 from typing import Optional, Union
 
@@ -93,8 +94,12 @@ def train_teacher(
     seed: int = 0,
     progress: bool = False,
     logits_output: LogitsSelector = None,
+    bar: Optional[tqdm] = None,
 ) -> nn.Module:
-    """Plain supervised training of the uncompressed model (the teacher)."""
+    """Plain supervised training of the uncompressed model (the teacher).
+
+    `bar`: a caller's progress bar advanced once per step (one bar for the whole stage), instead of one per epoch.
+    """
     torch.manual_seed(seed)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -103,11 +108,13 @@ def train_teacher(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * len(loader)))
     model.train()
     for epoch in range(epochs):
-        for x, y in tqdm(loader, desc=f"teacher epoch {epoch + 1}/{epochs}", disable=not progress, leave=False):
+        for x, y in tqdm(loader, desc=f"teacher epoch {epoch + 1}/{epochs}", disable=not progress or bar is not None, leave=False):
             optimizer.zero_grad()
             F.cross_entropy(select_logits(model(x), logits_output), y).backward()
             optimizer.step()
             schedule.step()
+            if bar is not None:
+                bar.update(1)
     return model.eval()
 
 
@@ -132,6 +139,23 @@ def make_lr_scheduler(optimizer: torch.optim.Optimizer, spec: Optional[dict] = N
     raise ValueError(msg)
 
 
+class NonFiniteLossError(RuntimeError):
+    """A training loss became NaN or infinite: training stopped before that step changed any weight."""
+
+
+def check_finite_losses(task_loss, compression_loss, epoch: int, step: int) -> None:
+    """Stops at the first NaN or infinite loss, naming the step and which loss, so no NaN weights are saved."""
+    for name, loss in (("task", task_loss), ("compression", compression_loss)):
+        value = _value(loss)
+        if not math.isfinite(value):
+            fix = "lower the weights of the compression algorithms or the learning rate" if name == "compression" else "lower the learning rate"
+            msg = (
+                f"The {name} loss is {value} at step {step + 1} of epoch {epoch + 1}: training stopped there, and the "
+                f"last checkpoint (from the last completed epoch) is kept. Fix: {fix}, or check the data."
+            )
+            raise NonFiniteLossError(msg)
+
+
 def _value(loss) -> float:
     return float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
 
@@ -148,13 +172,15 @@ def train_epoch(
     progress: bool = False,
     device: Optional[torch.device] = None,
     desc: str = "compress",
+    bar: Optional[tqdm] = None,
 ) -> list:
     """One epoch of compression-aware training (epoch is 0-based); returns per-step loss records.
 
     `model` may be the compressed model or its DistributedDataParallel wrapper. The loader's sampler
     gets `set_epoch(epoch)`, so with a seeded sampler (`distributed.make_sampler`) the data order is a
     function of (seed, epoch) alone: what makes a resumed run equal an uninterrupted one.
-    `max_steps` caps the steps of this epoch (smoke tests).
+    `max_steps` caps the steps of this epoch (smoke tests). `bar`: a caller's progress bar advanced once
+    per step (one bar across epochs), instead of a bar of this epoch.
     """
     sampler = getattr(loader, "sampler", None)
     if hasattr(sampler, "set_epoch"):
@@ -164,8 +190,9 @@ def train_epoch(
     model.train()
     records = []
     total = len(loader) if max_steps is None else min(len(loader), max_steps)
-    bar = tqdm(loader, total=total, desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
-    for step, (x, y) in enumerate(bar):
+    epoch_bar = tqdm(loader, total=total, desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=not progress or bar is not None, leave=False)
+    bar = bar if bar is not None else epoch_bar
+    for step, (x, y) in enumerate(epoch_bar):
         if max_steps is not None and step >= max_steps:
             break
         if device is not None:
@@ -174,14 +201,17 @@ def train_epoch(
         optimizer.zero_grad()
         task_loss = F.cross_entropy(select_logits(model(x), logits_output), y)
         compression_loss = compression_ctrl.loss()
+        check_finite_losses(task_loss, compression_loss, epoch, step)  # before the step spoils the weights
         (task_loss + compression_loss).backward()
         optimizer.step()
         record = {"epoch": epoch, "step": step, "task_loss": float(task_loss.detach()), "compression_loss": _value(compression_loss)}
         if am_ctrl is not None:
             record["attribution_loss"] = _value(am_ctrl.loss())
         records.append(record)
+        if bar is not epoch_bar:
+            bar.update(1)
         bar.set_postfix(task=f"{record['task_loss']:.3f}", compression=f"{record['compression_loss']:.3f}")
-    bar.close()
+    epoch_bar.close()
     return records
 
 

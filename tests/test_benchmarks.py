@@ -53,7 +53,11 @@ def test_training_overhead_quick(tmp_path):
 def test_inference_quick(tmp_path):
     _run("inference.py", tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())["results"]
-    assert set(results) == {"fp32_torch_eager", "fp32_ir", "int8_ir", "pruned50_ir", "pruned50_int8_ir"}
+    mobile = {f"mobilenet_style {name}" for name in ("fp32_torch_eager", "fp32_ir", "int8_ir", "pruned50_int8_ir")}
+    assert set(results) == {"fp32_torch_eager", "fp32_ir", "int8_ir", "pruned50_ir", "pruned50_int8_ir"} | mobile
+    pruned_mobile = results["mobilenet_style pruned50_int8_ir"]
+    assert pruned_mobile["pruning_transformation_applied"] and pruned_mobile["notes"] == []
+    assert pruned_mobile["weights"] < results["mobilenet_style int8_ir"]["weights"]
     # Real int8 kernels: u8 activations, and i8 as well on CPUs whose int8 convolution takes signed input.
     assert results["int8_ir"]["conv_runtime_precisions"] and set(results["int8_ir"]["conv_runtime_precisions"]) <= {"u8", "i8"}
     assert results["fp32_ir"]["conv_runtime_precisions"] == ["f32"]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,22 +15,18 @@ from nncf_wcam import cli
 from nncf_wcam.checkpoint import load_checkpoint
 from nncf_wcam.config_files import shipped_configs
 
-ROOT = Path(__file__).parents[1]
-TINY = ROOT / "nncf_wcam" / "configs" / "tiny_test.json"
-FAST = ["--teacher-epochs", "1", "--max-steps", "2", "--eval-samples", "8", "--quiet"]
+from conftest import FAST
+from conftest import TINY
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """One `compress --compare-naive` run shared by the tests of this module."""
-    output = tmp_path_factory.mktemp("cli") / "tiny"
-    code = cli.main(["compress", "--config", str(TINY), "--output", str(output), "--compare-naive", *FAST])
-    assert code == 0
-    return output
+@pytest.fixture
+def run_dir(tiny_run):
+    """The session's `compress --compare-naive` run (conftest.tiny_run)."""
+    return tiny_run
 
 
 def test_compress_writes_every_output(run_dir):
-    for name in ("teacher.pt", "checkpoint.pt", "naive/checkpoint.pt", "ir/model.xml", "ir/model.bin", "ir/manifest.json", "report.json"):
+    for name in ("run.json", "teacher.pt", "checkpoint.pt", "naive/checkpoint.pt", "ir/model.xml", "ir/model.bin", "ir/manifest.json", "report.json"):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "attribution_maps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]  # no staging leftovers
@@ -41,6 +38,10 @@ def test_compress_writes_every_output(run_dir):
     assert "generator_state" in checkpoint["compression_state"]["ctrl_state"]["attribution_matching"]["loss_state"]
     assert checkpoint["teacher_state_dict"] and checkpoint["optimizer"]["state"] and "torch" in checkpoint["rng"]
     assert len(checkpoint["history"]) == 4 and checkpoint["matched_layers"] == ["features.9"]
+    assert not (run_dir / ".nncf-wcam.lock").exists()  # released at the end
+    settings = json.loads((run_dir / "run.json").read_text())
+    assert (settings["epochs"], settings["teacher_epochs"], settings["max_steps"], settings["eval_samples"]) == (2, 1, 2, 8)
+    assert settings["compare_naive"] and settings["teacher"]["source"] == "trained" and len(settings["teacher"]["sha256"]) == 64
 
 
 def test_report_contents(run_dir):
@@ -59,6 +60,8 @@ def test_report_contents(run_dir):
     assert ir["parity"]["top1_agreement"] >= 0.99 and ir["precision"] == "int8"
     assert -1.0 <= ir["occlusion_agreement"]["pearson"] <= 1.0
     assert report["dataset"]["name"] == "digits" and report["dataset"]["image_shape"] == [1, 8, 8]
+    assert report["matched_layers"] == ["features.9"]
+    assert json.loads((run_dir / "ir" / "manifest.json").read_text())["matched_layers"] == ["features.9"]
     assert {"teacher_s", "attribution_matching_training_s", "naive_training_s", "export_s", "evaluation_s", "total_s"} <= set(report["timings"])
 
 
@@ -71,7 +74,7 @@ def test_existing_run_needs_resume(run_dir, capsys):
 
 def test_resume_of_finished_run_only_reports(run_dir, capsys):
     before = load_checkpoint(run_dir / "checkpoint.pt")["state_dict"]
-    code = cli.main(["compress", "--config", str(TINY), "--output", str(run_dir), "--resume", *FAST])
+    code = cli.main(["compress", "--config", str(TINY), "--output", str(run_dir), "--resume", *FAST[:-1]])  # not --quiet
     assert code == 0
     after = load_checkpoint(run_dir / "checkpoint.pt")["state_dict"]
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -107,7 +110,41 @@ def test_evaluate_from_checkpoint(run_dir, tmp_path, capsys):
     assert ours["accuracy"] == theirs["accuracy"]
     assert ours["grad_cam_agreement"]["pearson"] == pytest.approx(theirs["grad_cam_agreement"]["pearson"], abs=1e-6)
     assert evaluated["ir"]["accuracy"] == compressed["ir"]["accuracy"]
-    assert "IR (CPU)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "IR (CPU)" in out and f"Figure: {figure}" in out and f"Report: {report}" in out
+
+
+def test_evaluate_json_prints_only_the_summary(run_dir, capsys):
+    code = cli.main(["evaluate", "--checkpoint", str(run_dir / "checkpoint.pt"), "--eval-samples", "4", "--layer", "features.5", "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)  # stdout is one JSON object, nothing else
+    assert summary["command"] == "evaluate" and summary["layer"] == "features.5" and summary["samples"] == 4
+    assert -1.0 <= summary["students"]["attribution_matching"]["grad_cam_agreement"]["pearson"] <= 1.0
+
+
+def test_auto_list_run_from_the_repository_root_writes_nothing_there(tmp_path):
+    """`"layers": ["auto"]` is accepted, the chosen layer is printed and stored; a run started in a
+    checkout (NNCF writes graph files into the working directory by default) leaves `git status` unchanged."""
+    config = json.loads(TINY.read_text())
+    config["compression"][1]["layers"] = ["auto"]
+    config_path = tmp_path / "auto.json"
+    config_path.write_text(json.dumps(config))
+    output = tmp_path / "run"
+    root = TINY.parents[2]
+    status = ["git", "status", "--porcelain", "--untracked-files=all"]
+    before = subprocess.run(status, cwd=root, capture_output=True, text=True)
+    command = [sys.executable, "-m", "nncf_wcam.cli", "compress", "--config", str(config_path), "--output", str(output), "--epochs", "1", *FAST[:-1]]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'Matched layer: features (chosen by "layers": "auto")' in result.stdout.splitlines()  # the container: its output is features.9's
+    # One progress bar per stage, across its epochs, with an ETA ([elapsed<remaining]); no per-epoch bars.
+    assert re.search(r"teacher: +\d+%\|.*\| \d+/43 \[\d\d:\d\d<\d\d:\d\d", result.stderr)
+    assert re.search(r"attribution_matching: +\d+%\|.*\| \d/2 \[\d\d:\d\d<", result.stderr)
+    assert "epoch 1/1" not in result.stderr
+    assert json.loads((output / "report.json").read_text())["matched_layers"] == ["features"]
+    assert json.loads((output / "ir" / "manifest.json").read_text())["matched_layers"] == ["features"]
+    if before.returncode == 0:  # a git checkout
+        assert subprocess.run(status, cwd=root, capture_output=True, text=True).stdout == before.stdout
 
 
 def _bad_json(tmp_path):
@@ -184,4 +221,42 @@ def test_resume_with_a_changed_config_is_refused(run_dir, tmp_path, capsys):
     changed = _config_with(tmp_path, compression=[{"algorithm": "quantization"}])
     assert cli.main(["compress", "--config", str(changed), "--output", str(run_dir), "--resume", *FAST]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "differs from the one" in err
+    assert len(err.splitlines()) == 1 and "differs from the config this run was started with" in err
+
+
+def test_export_json_and_evaluate_quiet(run_dir, tmp_path, capsys):
+    assert cli.main(["export", "--checkpoint", str(run_dir / "checkpoint.pt"), "--output", str(tmp_path / "ir"), "--eval-samples", "4", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["command"] == "export" and summary["precision"] == "int8" and summary["matched_layers"] == ["features.9"]
+    assert summary["parity"]["top1_agreement"] == 1.0 and Path(summary["ir"]).is_file()
+    assert cli.main(["evaluate", "--checkpoint", str(run_dir / "checkpoint.pt"), "--eval-samples", "4", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "Evaluating" not in out and "Grad-CAM r" in out  # the result table, no stage messages
+
+
+def test_layer_errors_come_before_any_training_or_nncf_initialization(tmp_path, capsys, monkeypatch):
+    """A typo in "layers" costs no minutes: neither the teacher's training nor NNCF's initialization runs."""
+    monkeypatch.setattr(cli, "train_teacher", lambda *a, **k: pytest.fail("the teacher trained before the layer check"))
+    monkeypatch.setattr(cli, "create_compressed", lambda *a, **k: pytest.fail("NNCF initialized before the layer check"))
+    config = json.loads(TINY.read_text())
+    config["compression"][1]["layers"] = ["features.99"]
+    path = tmp_path / "typo.json"
+    path.write_text(json.dumps(config))
+    assert cli.main(["compress", "--config", str(path), "--output", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Layer 'features.99' does not exist" in err and "'features.9'" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_for_an_npu_this_machine_lacks(run_dir, tmp_path, capsys):
+    """`--target-device NPU` writes an NPU-ready IR (static batch, NCHW) here; it compiles for the NPU only where one exists."""
+    import openvino as ov
+
+    output = tmp_path / "ir_npu"
+    assert cli.main(["export", "--checkpoint", str(run_dir / "checkpoint.pt"), "--output", str(output), "--target-device", "NPU", "--eval-samples", "4"]) == 0
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["target_device"] == "NPU" and manifest["input_shape"] == [1, 1, 8, 8] and not manifest["dynamic_batch"]
+    assert manifest["target_compile_checked"] == ("NPU" in ov.Core().available_devices)
+    assert manifest["parity"]["top1_agreement"] == 1.0
+    assert cli.main(["export", "--checkpoint", str(run_dir / "checkpoint.pt"), "--output", str(tmp_path / "x"), "--target-device", "MYRIAD"]) == 2
+    assert "MYRIAD" in capsys.readouterr().err

@@ -164,8 +164,8 @@ def test_gzip_garbage(tmp_path):
     truncated.write_bytes(compressed[: len(compressed) // 2])  # cut inside the deflate stream
     raises_data_error_naming(truncated, lambda: read_idx(truncated), "corrupted or truncated")
     damaged_data = bytearray(compressed)
-    for i in range(20, 80):
-        damaged_data[i] ^= 0x5A  # damaged bytes inside a stored block: a CRC error (an OSError)
+    for i in range(200, 260):
+        damaged_data[i] ^= 0x5A  # damaged bytes inside a stored block, past the IDX header: a CRC error (an OSError)
     crc = tmp_path / "crc-idx3-ubyte.gz"
     crc.write_bytes(bytes(damaged_data))
     raises_data_error_naming(crc, lambda: read_idx(crc), "corrupted or truncated", "CRC")

@@ -57,7 +57,11 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, teacher_file
     # Scramble every global RNG: the resumed run must restore what it needs.
     torch.manual_seed(12345)
     torch.rand(100)
-    assert cli.main([*_args(interrupted, teacher_file), "--resume"]) == 0
+    # `--resume` alone: the run's config, teacher, epochs, steps and evaluation samples come from its
+    # run.json, and the teacher it has is never trained again.
+    monkeypatch.setattr(cli, "train_teacher", lambda *a, **k: pytest.fail("the resumed run trained a teacher"))
+    assert cli.main(["compress", "--output", str(interrupted), "--resume", "--quiet"]) == 0
+    monkeypatch.undo()
 
     a = load_checkpoint(straight / "checkpoint.pt")
     b = load_checkpoint(interrupted / "checkpoint.pt")
@@ -70,6 +74,25 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, teacher_file
     for group_a, group_b in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert all(torch.equal(group_a[k], group_b[k]) for k in group_a)
     assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert (interrupted / "report.json").is_file() and (interrupted / "ir" / "model.xml").is_file()
+
+
+def test_resume_before_the_teacher_finished_trains_it_once(tmp_path, monkeypatch):
+    """A run interrupted while its teacher trained has no teacher yet: --resume trains it, with the run's teacher epochs."""
+    output = tmp_path / "run"
+    args = ["compress", "--config", str(TINY), "--output", str(output), "--teacher-epochs", "1", "--epochs", "1", "--max-steps", "1", "--eval-samples", "4", "--quiet"]
+    real_train = cli.train_teacher
+
+    def interrupted_training(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "train_teacher", interrupted_training)
+    assert cli.main(args) == cli.EXIT_INTERRUPTED
+    assert (output / "run.json").is_file() and not (output / "teacher.pt").exists()
+    calls = []
+    monkeypatch.setattr(cli, "train_teacher", lambda *a, **k: calls.append(k["epochs"]) or real_train(*a, **k))
+    assert cli.main(["compress", "--output", str(output), "--resume", "--quiet"]) == 0
+    assert calls == [1] and (output / "teacher.pt").is_file()
 
 
 def test_restore_brings_back_the_attribution_teacher(tmp_path, straight):

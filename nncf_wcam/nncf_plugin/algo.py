@@ -9,6 +9,8 @@ matching loss. Unlike knowledge distillation, the teacher runs with gradients en
 from copy import deepcopy
 from typing import Callable, Optional
 
+import torch
+
 from nncf import NNCFConfig
 from nncf.common.logging import nncf_logger
 from nncf.torch.algo_selector import PT_COMPRESSION_ALGORITHMS
@@ -44,33 +46,50 @@ def example_forward(model: NNCFNetwork) -> Optional[Callable]:
     return lambda: model(*args, **kwargs)
 
 
-def choose_layers(teacher: NNCFNetwork, requested) -> list:
-    """Resolves `"auto"` and checks that every named layer exists, runs, and has a spatial output."""
-    if requested != "auto":
-        resolve_layers(teacher, requested)  # raises with the list of valid names
-    run = example_forward(teacher)
-    if run is None:
+def requested_layers(value):
+    """The block's "layers" as "auto" or a list of names: `["auto"]` means "auto" (a list is what people write)."""
+    if value == "auto" or (isinstance(value, (list, tuple)) and list(value) == ["auto"]):
+        return "auto"
+    if isinstance(value, (list, tuple)) and "auto" in value:
+        msg = f"\"layers\": {list(value)} mixes \"auto\" with layer names. Write \"layers\": \"auto\" (one layer, picked for you) or list layer names only."
+        raise LayerNameError(msg)
+    return list(value)
+
+
+def choose_layers(model: torch.nn.Module, requested, run_forward: Optional[Callable] = None) -> list:
+    """Resolves "auto" (or ["auto"]) and checks that every named layer exists, runs, and has a spatial output.
+
+    `run_forward`: one forward pass of `model` (on the config's input_info or a data sample); without it
+    names are only checked to exist. Errors name the layers with spatial outputs, the ones that can be matched.
+    """
+    requested = requested_layers(requested)
+    if run_forward is None:
         if requested == "auto":
             msg = "\"layers\": \"auto\" needs the config's \"input_info\" to run the model once. Add it, or name the layers."
             raise LayerNameError(msg)
-        return list(requested)
-    shapes = record_output_shapes(teacher, run, user_layer_names(teacher))
+        resolve_layers(model, requested)  # raises with the list of valid names
+        return requested
+    shapes = record_output_shapes(model, run_forward, user_layer_names(model))
     if requested == "auto":
         layer = last_spatial_layer(shapes)
         nncf_logger.info(f"attribution_matching: \"layers\": \"auto\" matches '{layer}' (output {shapes[layer]})")
         return [layer]
-    spatial = [name for name, shape in shapes.items() if has_spatial_extent(shape)]
+    spatial = ", ".join(repr(name) for name, shape in shapes.items() if has_spatial_extent(shape))
+    names = set(user_layer_names(model))
     for name in requested:
+        if name not in names:
+            msg = f"Layer {name!r} does not exist in {type(model).__name__}. Layers with spatial outputs (the ones that can be used): {spatial}."
+            raise LayerNameError(msg)
         if name not in shapes:
-            msg = f"Layer '{name}' does not run in the model's forward pass. Layers with spatial outputs that do: {', '.join(spatial)}."
+            msg = f"Layer {name!r} does not run in the model's forward pass. Layers with spatial outputs that do: {spatial}."
             raise LayerNameError(msg)
         if not has_spatial_extent(shapes[name]):
             msg = (
-                f"Layer '{name}' outputs shape {shapes[name]}: no spatial dimensions to draw a map over. "
-                f"Pick a layer with a B x C x H x W output, e.g. one of: {', '.join(spatial[-5:])}."
+                f"Layer {name!r} outputs shape {shapes[name]}: no spatial dimensions to draw a map over. "
+                f"Pick a layer with a B x C x H x W output: {spatial}."
             )
             raise LayerNameError(msg)
-    return list(requested)
+    return requested
 
 
 @PT_COMPRESSION_ALGORITHMS.register(ATTRIBUTION_MATCHING)
@@ -78,7 +97,7 @@ class AttributionMatchingBuilder(RegularizerBuilder):
     def __init__(self, config: NNCFConfig, should_init: bool = True):
         # Checked before NNCF parses the block, so a bad block gets our one-line error.
         self.params = plugin_block(config, ATTRIBUTION_MATCHING)
-        layers, layer_weights = self.params["layers"], self.params["layer_weights"]
+        layers, layer_weights = requested_layers(self.params["layers"]), self.params["layer_weights"]
         count = 1 if layers == "auto" else len(layers)
         if layer_weights is not None and len(layer_weights) != count:
             msg = f"{ATTRIBUTION_MATCHING}.layer_weights: {len(layer_weights)} weights for {count} layer(s). Fix: give one weight per layer."
@@ -93,7 +112,7 @@ class AttributionMatchingBuilder(RegularizerBuilder):
     def _get_transformation_layout(self, target_model: NNCFNetwork) -> PTTransformationLayout:
         # Called before any algorithm transforms the model: the copy is the uncompressed model.
         self._teacher = clean_teacher(target_model)
-        self._layers = choose_layers(self._teacher, self.params["layers"])
+        self._layers = choose_layers(self._teacher, self.params["layers"], example_forward(self._teacher))
         return PTTransformationLayout()
 
     def _build_controller(self, model: NNCFNetwork) -> "AttributionMatchingController":

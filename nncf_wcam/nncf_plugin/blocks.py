@@ -25,7 +25,8 @@ def plugin_block(config: Any, name: str) -> dict:
     """The single `name` block of the config, checked, with defaults filled in."""
     matches = [b for b in compression_blocks(config) if isinstance(b, dict) and b.get("algorithm") == name]
     if len(matches) > 1:
-        msg = f"{name} appears {len(matches)} times in \"compression\". Fix: keep one {name} block (it accepts several layers)."
+        several = " (it accepts several layers)" if "layers" in PLUGIN_SCHEMAS[name]["properties"] else ""
+        msg = f"{name} appears {len(matches)} times in \"compression\". Fix: keep one {name} block{several}."
         raise AlgorithmConfigError(msg)
     if not matches:
         msg = f"No {name} block in the config's \"compression\" section."

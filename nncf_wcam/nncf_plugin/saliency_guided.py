@@ -24,6 +24,8 @@ from nncf_wcam.nncf_plugin.base import RegularizerBuilder
 from nncf_wcam.nncf_plugin.base import RegularizerController
 from nncf_wcam.nncf_plugin.base import find_controller
 from nncf_wcam.nncf_plugin.blocks import plugin_block
+from nncf_wcam.nncf_plugin.schema import FLOAT32_MAX
+from nncf_wcam.nncf_plugin.schema import MAX_SEED
 from nncf_wcam.saliency import SaliencyGuidedRegularizer
 
 SALIENCY_GUIDED = "saliency_guided"
@@ -55,6 +57,7 @@ SALIENCY_GUIDED_SCHEMA = {
         "weight": {
             "type": "number",
             "minimum": 0,
+            "maximum": FLOAT32_MAX,
             "default": SALIENCY_GUIDED_DEFAULTS["weight"],
             "description": "lambda, the multiplier of the KL term (the authors used 1.0).",
         },
@@ -74,6 +77,7 @@ SALIENCY_GUIDED_SCHEMA = {
         "seed": {
             "type": "integer",
             "minimum": 0,
+            "maximum": MAX_SEED,
             "default": SALIENCY_GUIDED_DEFAULTS["seed"],
             "description": "Seed of the algorithm's own random generator for the replacement noise "
             "(the global RNG is left untouched).",

@@ -8,6 +8,10 @@ from nncf_wcam.matching import DEFAULT_WEIGHT
 
 ATTRIBUTION_MATCHING = "attribution_matching"
 
+# The losses are float32 tensors: a multiplier above this is inf there (and every step NaN).
+FLOAT32_MAX = 3.4028234663852886e38
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed overflows above
+
 ATTRIBUTION_MATCHING_DEFAULTS = {
     "method": "wcam",
     "weight": DEFAULT_WEIGHT,
@@ -37,6 +41,7 @@ ATTRIBUTION_MATCHING_SCHEMA = {
         "weight": {
             "type": "number",
             "minimum": 0,
+            "maximum": FLOAT32_MAX,
             "default": ATTRIBUTION_MATCHING_DEFAULTS["weight"],
             "description": "beta, the multiplier of the layer maps' distance. The distance is, per sample, the sum "
             "over positions of the squared difference of the L2-normalized maps (2 * (1 - cosine), in [0, 4] for any "
@@ -55,7 +60,7 @@ ATTRIBUTION_MATCHING_SCHEMA = {
         },
         "layer_weights": {
             "type": ["array", "null"],
-            "items": {"type": "number", "minimum": 0},
+            "items": {"type": "number", "minimum": 0, "maximum": FLOAT32_MAX},
             "minItems": 1,
             "default": ATTRIBUTION_MATCHING_DEFAULTS["layer_weights"],
             "description": "lambda_l, one non-negative weight per entry of \"layers\" (default 1.0 each).",
@@ -86,13 +91,14 @@ ATTRIBUTION_MATCHING_SCHEMA = {
         "input_weight": {
             "type": "number",
             "minimum": 0,
+            "maximum": FLOAT32_MAX,
             "default": ATTRIBUTION_MATCHING_DEFAULTS["input_weight"],
             "description": "Multiplier of the input maps' distance (the same [0, 4] distance as \"weight\").",
         },
         "seed": {
             "type": "integer",
             "minimum": 0,
-            "maximum": 2**64 - 1,  # torch.Generator.manual_seed overflows above
+            "maximum": MAX_SEED,
             "default": ATTRIBUTION_MATCHING_DEFAULTS["seed"],
             "description": "Seed of the algorithm's own random generator for the channel drop "
             "(the global RNG is left untouched).",
