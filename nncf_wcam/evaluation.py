@@ -43,6 +43,11 @@ from captum.attr import (
 )
 from scipy.stats import rankdata
 from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset
+
+from nncf_wcam.attribution import LogitsSelector
+from nncf_wcam.attribution import select_logits
 
 LogitsOutput = Optional[Union[int, str]]
 Target = Optional[Union[int, torch.Tensor]]
@@ -487,3 +492,15 @@ def plot_map_grid(images, rows: Dict[str, torch.Tensor], path: os.PathLike, titl
     (reference_label, reference_maps), *students = rows.items()
     fig = plotting.attribution_figure(images, reference_maps, dict(students), reference_label=reference_label, column_titles=titles)
     return plotting.save_png(fig, path)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: Dataset, logits_output: LogitsSelector = None, batch_size: int = 256) -> float:
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for x, y in DataLoader(data, batch_size=batch_size):
+        correct += (select_logits(model(x), logits_output).argmax(1) == y).sum().item()
+        total += len(y)
+    model.train(was_training)
+    return correct / max(total, 1)

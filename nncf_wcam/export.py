@@ -489,6 +489,20 @@ def _parity(torch_logits: np.ndarray, ir_logits: np.ndarray) -> dict:
     }
 
 
+def checked_parity(torch_logits: np.ndarray, ir_logits: np.ndarray, min_top1_agreement: float, device: str, output_dir) -> dict:
+    """The parity record of an export; an ExportError when top-1 agreement is below the threshold (nothing is written)."""
+    parity = _parity(torch_logits, ir_logits)
+    parity.update(min_top1_agreement=min_top1_agreement, device=device)
+    if parity["top1_agreement"] < min_top1_agreement:
+        msg = (
+            f"IR parity check failed: top-1 agreement with PyTorch {parity['top1_agreement']:.4f} < "
+            f"{min_top1_agreement} on {parity['num_samples']} samples (max |logit diff| "
+            f"{parity['max_abs_diff']:.3g}). Nothing was written to {output_dir}."
+        )
+        raise ExportError(msg)
+    return parity
+
+
 # --------------------------------------------------------------------------- NNCF statistics and manifest
 
 
@@ -701,15 +715,7 @@ def export_ir(
         except RuntimeError as e:
             msg = f"The IR failed on sample_inputs {tuple(sample_inputs.shape)} ({_one_line(e)}). Pass a batch shaped like the config's input_info."
             raise ExportError(msg) from e
-        parity = _parity(torch_logits.detach().cpu().float().numpy(), ir_logits)
-        parity.update(min_top1_agreement=min_top1_agreement, device=device)
-        if parity["top1_agreement"] < min_top1_agreement:
-            msg = (
-                f"IR parity check failed: top-1 agreement with PyTorch {parity['top1_agreement']:.4f} < "
-                f"{min_top1_agreement} on {parity['num_samples']} samples (max |logit diff| "
-                f"{parity['max_abs_diff']:.3g}). Nothing was written to {output_dir}."
-            )
-            raise ExportError(msg)
+        parity = checked_parity(torch_logits.detach().cpu().float().numpy(), ir_logits, min_top1_agreement, device, output_dir)
         layers = runtime_precisions(compiled)
         manifest = {
             "producer": MANIFEST_PRODUCER,

@@ -22,6 +22,7 @@ from nncf.torch import create_compressed_model
 from nncf.torch import register_default_init_args
 from nncf_wcam.attribution import LogitsSelector
 from nncf_wcam.attribution import select_logits
+from nncf_wcam.evaluation import accuracy  # noqa: F401  (pure torch: shared with the NNCF 3.x adapter)
 from nncf_wcam.nncf_plugin.algo import AttributionMatchingController
 from nncf_wcam.nncf_plugin.base import find_controller
 
@@ -246,14 +247,3 @@ def fine_tune(
             lr_scheduler.step()
     return history
 
-
-@torch.no_grad()
-def accuracy(model: nn.Module, data: Dataset, logits_output: LogitsSelector = None, batch_size: int = 256) -> float:
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    for x, y in DataLoader(data, batch_size=batch_size):
-        correct += (select_logits(model(x), logits_output).argmax(1) == y).sum().item()
-        total += len(y)
-    model.train(was_training)
-    return correct / max(total, 1)

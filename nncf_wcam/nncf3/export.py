@@ -22,7 +22,7 @@ from nncf_wcam.export import MANIFEST_NAME
 from nncf_wcam.export import XML_NAME
 from nncf_wcam.export import ExportError
 from nncf_wcam.export import ExportResult
-from nncf_wcam.export import _parity
+from nncf_wcam.export import checked_parity
 from nncf_wcam.export import _set_batch
 from nncf_wcam.export import atomic_directory
 from nncf_wcam.export import check_device
@@ -75,15 +75,7 @@ def export_ir(
     with atomic_directory(output_dir) as staging:
         ov.save_model(converted, str(staging / XML_NAME), compress_to_fp16=False)
         compiled = load_compiled(staging, device, inference_precision=inference_precision)
-        parity = _parity(torch_logits, run_compiled(compiled, sample_inputs))
-        parity.update(min_top1_agreement=min_top1_agreement, device=device)
-        if parity["top1_agreement"] < min_top1_agreement:
-            msg = (
-                f"IR parity check failed: top-1 agreement with PyTorch {parity['top1_agreement']:.4f} < "
-                f"{min_top1_agreement} on {parity['num_samples']} samples (max |logit diff| "
-                f"{parity['max_abs_diff']:.3g}). Nothing was written to {output_dir}."
-            )
-            raise ExportError(msg)
+        parity = checked_parity(torch_logits, run_compiled(compiled, sample_inputs), min_top1_agreement, device, output_dir)
         manifest = {
             "format": "openvino_ir",
             "route": "nncf3: ov.convert_model",

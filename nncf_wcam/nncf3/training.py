@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from torch.utils.data import Dataset
 
 from nncf_wcam.attribution import LogitsSelector
 from nncf_wcam.attribution import select_logits
+from nncf_wcam.evaluation import accuracy  # noqa: F401  (re-exported by nncf_wcam.nncf3)
 
 
 def fine_tune(
@@ -43,14 +43,3 @@ def fine_tune(
         history.append({"task_loss": task_sum / max(steps, 1), "extra_loss": extra_sum / max(steps, 1), "steps": steps})
     return history
 
-
-@torch.no_grad()
-def accuracy(model: nn.Module, data: Dataset, logits_output: LogitsSelector = None, batch_size: int = 256) -> float:
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    for x, y in DataLoader(data, batch_size=batch_size):
-        correct += (select_logits(model(x), logits_output).argmax(1) == y).sum().item()
-        total += len(y)
-    model.train(was_training)
-    return correct / max(total, 1)
