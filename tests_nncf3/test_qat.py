@@ -81,3 +81,21 @@ def test_export_checks_its_threshold(trained_cnn, digits, tmp_path):
     with pytest.raises(ValueError, match="min_top1_agreement"):
         export_ir(quantized(trained_cnn, digits), tmp_path / "ir", digits.test.tensors[0][:8], min_top1_agreement=1.5)
     assert not (tmp_path / "ir").exists()
+
+
+def test_export_refuses_a_folder_it_did_not_write_and_replaces_its_own(trained_cnn, digits, tmp_path):
+    """The data-loss case of issue 13 on the NNCF 3.x route: a foreign manifest.json and other files stay untouched."""
+    from nncf_wcam.export import OutputFolderError
+
+    student, samples = quantized(trained_cnn, digits), digits.test.tensors[0][:8]
+    foreign = tmp_path / "foreign"
+    (foreign / "sub").mkdir(parents=True)
+    (foreign / "manifest.json").write_text('{"name": "x"}')
+    (foreign / "important.txt").write_text("keep me")
+    (foreign / "sub" / "data.csv").write_text("1,2")
+    with pytest.raises(OutputFolderError, match="not an earlier export by nncf-wcam"):
+        export_ir(student, foreign, samples)
+    assert sorted(str(p.relative_to(foreign)) for p in foreign.rglob("*")) == ["important.txt", "manifest.json", "sub", "sub/data.csv"]
+    first = export_ir(student, tmp_path / "ir", samples)
+    assert first.manifest["producer"] == "nncf_wcam"
+    assert export_ir(student, tmp_path / "ir", samples).xml_path.is_file()  # its own earlier export is replaced

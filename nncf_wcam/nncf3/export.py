@@ -23,6 +23,9 @@ from nncf_wcam.export import XML_NAME
 from nncf_wcam.export import ExportError
 from nncf_wcam.export import ExportResult
 from nncf_wcam.export import checked_parity
+from nncf_wcam.export import MANIFEST_PRODUCER
+from nncf_wcam.export import MANIFEST_VERSION
+from nncf_wcam.export import _check_replaceable
 from nncf_wcam.export import _set_batch
 from nncf_wcam.export import atomic_directory
 from nncf_wcam.export import check_device
@@ -55,6 +58,8 @@ def export_ir(
     if not 0.0 <= min_top1_agreement <= 1.0:
         raise ValueError(f"min_top1_agreement must lie in [0, 1], got {min_top1_agreement}.")
     device = check_device(device)
+    output_dir = Path(output_dir)
+    _check_replaceable(output_dir)  # a folder that is not an earlier export of ours is refused, untouched
     was_training = model.training
     model.cpu().eval()
     try:
@@ -71,12 +76,13 @@ def export_ir(
     statistics = ir_statistics(converted)  # counted at the static example batch of 1
     if dynamic_batch:
         _set_batch(converted, -1)
-    output_dir = Path(output_dir)
     with atomic_directory(output_dir) as staging:
         ov.save_model(converted, str(staging / XML_NAME), compress_to_fp16=False)
         compiled = load_compiled(staging, device, inference_precision=inference_precision)
         parity = checked_parity(torch_logits, run_compiled(compiled, sample_inputs), min_top1_agreement, device, output_dir)
         manifest = {
+            "producer": MANIFEST_PRODUCER,
+            "manifest_version": MANIFEST_VERSION,
             "format": "openvino_ir",
             "route": "nncf3: ov.convert_model",
             "files": {"xml": XML_NAME, "bin": BIN_NAME},
