@@ -84,7 +84,7 @@ def _cases(run: Path, tmp: Path, locked: Path) -> list:
         (["compress", "--output", out], "--config is required for a new run"),
         ([*compress, "--output", out, "--epochs", "0"], "--epochs must be a positive number, got 0"),
         ([*compress, "--output", out, "--eval-samples", "-3"], "--eval-samples must be a positive number, got -3"),
-        ([*compress, "--output", out, "--seed", str(2**64)], "--seed must lie in 0 .. 2**64 - 1"),
+        ([*compress, "--output", out, "--seed", str(2**63)], f"--seed {2**63} is out of range. Fix: a whole number from 0 to {2**63 - 1}."),
         ([*compress, "--output", out, "--device", "MYRIAD"], "MYRIAD"),
         ([*compress, "--output", out, "--device", "NPU"], "not available on this machine"),
         ([*compress, "--output", out, "--teacher", str(tmp / "none.pt")], "Teacher file not found"),
