@@ -20,7 +20,7 @@ what it measured, a rerun skips what exists, and `--aggregate-only` rebuilds the
 figures from those files.
 
     python benchmarks/attribution_preservation.py [--quick] [--algorithms int8 ...] [--seeds 0 1 2]
-        [--epochs 4] [--train-samples 2000] [--betas 1 10 100 1000] [--aggregate-only] [--output DIR]
+        [--epochs 8] [--train-samples 8000] [--betas 1 10 100 1000] [--aggregate-only] [--output DIR]
 """
 
 import argparse
@@ -44,6 +44,7 @@ from nncf_wcam.nncf_plugin.schema import ATTRIBUTION_MATCHING_DEFAULTS
 from nncf_wcam.training import accuracy, compress, fine_tune, load_config, train_teacher
 
 LAYER = SmallCNN.LAST_CONV_BLOCK
+RESULTS = Path(__file__).parent / "results"
 METHODS = ("grad_cam", "saliency", "integrated_gradients")
 SHORT = {"grad_cam": "Grad-CAM", "saliency": "Saliency", "integrated_gradients": "IG"}
 
@@ -289,33 +290,44 @@ def write_reports(args, header: str) -> dict:
     return summary
 
 
+def add_fine_tuning_args(parser: argparse.ArgumentParser, output: str) -> None:
+    """The fine-tuning and measurement flags of every student benchmark: one recipe for all of them."""
+    parser.add_argument("--quick", action="store_true", help="tiny run for the test suite")
+    parser.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs per student (cosine LR decay over them)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam's initial LR")
+    parser.add_argument("--train-samples", type=int, default=8000)
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--eval-samples", type=int, default=300)
+    parser.add_argument("--teacher-epochs", type=int, default=8)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 runs small models best on a shared machine)")
+    parser.add_argument("--teacher-cache", type=Path, default=None, help="folder holding the cached teacher (default: --output)")
+    parser.add_argument("--output", type=Path, default=RESULTS / output)
+
+
+def apply_quick(args: argparse.Namespace) -> None:
+    """--quick: a tiny model and a few steps, its own teacher in --output; what the test suite runs."""
+    args.epochs, args.max_steps, args.teacher_epochs, args.width = 2, 3, 1, 4
+    args.train_samples, args.eval_samples, args.teacher_cache = 256, 16, None
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny run for the test suite")
+    add_fine_tuning_args(parser, "attribution_preservation")
     parser.add_argument("--algorithms", nargs="+", choices=list(ALGORITHMS), default=list(ALGORITHMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=4, help="fine-tuning epochs per student (cosine LR decay over them)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam's initial LR")
-    parser.add_argument("--train-samples", type=int, default=2000)
-    parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--betas", nargs="+", type=float, default=[1.0, 10.0, 100.0, 1000.0], help="beta sweep of the default block (seed 0)")
     parser.add_argument("--variants", nargs="+", default=["naive", "kd", "am", "kd_am", "am_input"], help="subset of the main variants")
     parser.add_argument("--input-method", choices=["saliency", "input_x_gradient"], default="input_x_gradient")
     parser.add_argument("--input-weight", type=float, default=ATTRIBUTION_MATCHING_DEFAULTS["input_weight"])
-    parser.add_argument("--teacher-epochs", type=int, default=8)
-    parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--eval-samples", type=int, default=300)
     parser.add_argument("--ig-samples", type=int, default=64)
     parser.add_argument("--ig-steps", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 runs small models best on a shared machine)")
-    parser.add_argument("--teacher-cache", type=Path, default=None, help="folder holding the cached teacher (default: --output)")
     parser.add_argument("--aggregate-only", action="store_true", help="rebuild tables and figures from runs/*.json")
-    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "attribution_preservation")
     args = parser.parse_args()
     if args.quick:
+        apply_quick(args)
         args.algorithms = args.algorithms if len(args.algorithms) < len(ALGORITHMS) else ["int8"]
-        args.seeds, args.max_steps, args.epochs, args.teacher_epochs, args.width = args.seeds[:1], 3, 2, 1, 4
-        args.train_samples, args.eval_samples, args.ig_samples, args.ig_steps, args.betas = 256, 16, 4, 4, [100.0]
+        args.seeds, args.ig_samples, args.ig_steps, args.betas = args.seeds[:1], 4, 4, [100.0]
         args.variants = ["naive", "am", "am_input"]
     return args
 

@@ -62,3 +62,48 @@ def test_inference_quick(tmp_path):
     assert results["int8_ir"]["conv_runtime_precisions"] and set(results["int8_ir"]["conv_runtime_precisions"]) <= {"u8", "i8"}
     assert results["fp32_ir"]["conv_runtime_precisions"] == ["f32"]
     assert all(r["throughput_ips"] > 0 and r["latency_ms"] > 0 for r in results.values())
+
+
+def test_matching_ceiling_quick(tmp_path):
+    stdout = _run("matching_ceiling.py", tmp_path)
+    results = json.loads((tmp_path / "results.json").read_text())["results"]["filter_pruning@0.5"]
+    assert set(results) == {"naive", "default", "beta_1000"}
+    assert results["naive"]["distance"] is None
+    for name in ("default", "beta_1000"):
+        assert 0.0 <= results[name]["distance"] <= 4.0  # 2 (1 - cos), per sample
+    for result in results.values():
+        assert -1.0 <= result["grad_cam_r_heldout"] <= 1.0 and -1.0 <= result["grad_cam_r_train"] <= 1.0
+    assert "| filter_pruning | 0.5 | beta_1000 |" in (tmp_path / "table.md").read_text()
+    assert (tmp_path / "ceiling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "data:" in stdout
+
+
+def test_int4_batchnorm_quick(tmp_path):
+    stdout = _run("int4_batchnorm.py", tmp_path)
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert {(r["recipe"], r["variant"]) for r in runs} == {(recipe, variant) for recipe in ("plain", "freeze_bn") for variant in ("naive", "am")}
+    for run in runs:
+        assert len(run["eval_accuracy_per_epoch"]) == 2 and run["accuracy"] == run["eval_accuracy_per_epoch"][-1]
+    assert "| freeze_bn | am | 1 |" in (tmp_path / "table.md").read_text()
+    assert (tmp_path / "eval_accuracy_per_epoch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "data:" in stdout
+
+
+def test_freeze_bn_switch_stops_running_statistics():
+    sys.path.insert(0, str(BENCHMARKS))
+    from int4_batchnorm import freeze_bn_switch
+
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)).train()
+    switch = freeze_bn_switch(model)
+    bn = model[1]
+    model(torch.randn(4, 1, 6, 6))
+    moved = bn.running_mean.clone()
+    assert not torch.equal(moved, torch.zeros(2))  # off: statistics follow the batches
+    switch["on"] = True
+    x = torch.randn(4, 1, 6, 6) + 3
+    out = model(x)
+    assert torch.equal(bn.running_mean, moved)  # on: frozen, and used to normalize
+    expected = (model[0](x) - moved.view(1, -1, 1, 1)) / torch.sqrt(bn.running_var.view(1, -1, 1, 1) + bn.eps)
+    assert torch.allclose(out, expected * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1), atol=1e-5)
