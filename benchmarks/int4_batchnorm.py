@@ -8,9 +8,9 @@ attribution_preservation.py does and records the eval-mode accuracy after every 
 recipes, the same for naive and for the default block:
   plain       BatchNorm trains in train mode throughout;
   freeze_bn   the running statistics are frozen for the last `--freeze-epochs` epochs (BatchNorm
-              normalizes with them while the weights go on training), as PyTorch's QAT recipe does
-              (`torch.ao.nn.intrinsic.qat.freeze_bn_stats`): the network that trains is then the one
-              that is evaluated.
+              normalizes with them while the weights go on training; `training.freeze_batchnorm_statistics`,
+              the config's "freeze_bn_epochs"), as PyTorch's QAT recipe does (`freeze_bn_stats`): the
+              network that trains is then the one that is evaluated.
 
     python benchmarks/int4_batchnorm.py [--quick] [--seeds 0 1 2] [--epochs 8] [--freeze-epochs 2] [--output DIR]
 """
@@ -24,7 +24,6 @@ from pathlib import Path
 import nncf_wcam  # noqa: F401  (before nncf.torch)
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -32,24 +31,10 @@ from attribution_preservation import ALGORITHMS, DEFAULT_BLOCK, LAYER, RESULTS, 
 from nncf_wcam.checkpoint import atomic_write_text
 from nncf_wcam.data import mnist_or_digits
 from nncf_wcam.plotting import save_png
-from nncf_wcam.training import accuracy, compress, load_config, make_lr_scheduler, make_optimizer, train_epoch
+from nncf_wcam.training import accuracy, batchnorm_frozen, compress, load_config, make_lr_scheduler, make_optimizer, train_epoch
 
 VARIANTS = {"naive": [], "am": [DEFAULT_BLOCK]}
 RECIPES = ("plain", "freeze_bn")
-
-
-def freeze_bn_switch(model: nn.Module) -> dict:
-    """A switch that, when on, makes every BatchNorm normalize with its running statistics and stop updating them."""
-    switch = {"on": False}
-
-    def pre_hook(module, _inputs):
-        if switch["on"]:
-            module.training = False
-
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.register_forward_pre_hook(pre_hook)
-    return switch
 
 
 def run_one(teacher, data, train_data, blocks, recipe, seed, args) -> dict:
@@ -57,7 +42,6 @@ def run_one(teacher, data, train_data, blocks, recipe, seed, args) -> dict:
     config = {"input_info": {"sample_size": [1, 1, size, size]}, "compression": [ALGORITHMS["int4"], *blocks], "target_device": "TRIAL", "log_dir": str(args.output / "nncf_logs")}
     torch.manual_seed(seed)
     ctrl, student = compress(copy.deepcopy(teacher), load_config(config), train_data)
-    switch = freeze_bn_switch(student)
     spec = optimizer_spec(args)
     # the same data order, optimizer and LR schedule as training.fine_tune
     torch.manual_seed(seed)
@@ -67,8 +51,8 @@ def run_one(teacher, data, train_data, blocks, recipe, seed, args) -> dict:
     eval_accuracy = []
     started = time.time()
     for epoch in range(args.epochs):
-        switch["on"] = recipe == "freeze_bn" and epoch >= args.epochs - args.freeze_epochs
-        train_epoch(ctrl, student, loader, optimizer, epoch, args.epochs, max_steps=args.max_steps)
+        freeze_bn = recipe == "freeze_bn" and batchnorm_frozen(epoch, args.epochs, args.freeze_epochs)
+        train_epoch(ctrl, student, loader, optimizer, epoch, args.epochs, max_steps=args.max_steps, freeze_bn=freeze_bn)
         scheduler.step()
         eval_accuracy.append(accuracy(student.eval(), data.test))
     return {"eval_accuracy_per_epoch": eval_accuracy, "accuracy": eval_accuracy[-1], "train_s": time.time() - started, "student": student}

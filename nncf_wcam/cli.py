@@ -98,6 +98,7 @@ from nncf_wcam.run_settings import settings_from_checkpoint
 from nncf_wcam.run_settings import state_digest
 from nncf_wcam.run_settings import write_run_settings
 from nncf_wcam.training import attribution_controller
+from nncf_wcam.training import batchnorm_frozen
 from nncf_wcam.training import compress as create_compressed
 from nncf_wcam.training import load_config
 from nncf_wcam.training import make_lr_scheduler
@@ -581,6 +582,7 @@ def run_compression(
                 device=device,
                 desc=label,
                 bar=bar,
+                freeze_bn=batchnorm_frozen(epoch, epochs, raw.get("freeze_bn_epochs", 0)),
             )
             history.extend(records)
             if lr_scheduler is not None:

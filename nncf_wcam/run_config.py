@@ -1,7 +1,7 @@
 """The whole run configuration, checked before any work: one line naming the key and the fix.
 
 NNCF validates its own `compression` blocks, and the plugin its blocks; the keys around them
-(`epochs`, `batch_size`, `seed`, `optimizer`, `model`, `model_kwargs`, `dataset`, `input_info`)
+(`epochs`, `freeze_bn_epochs`, `batch_size`, `seed`, `optimizer`, `model`, `model_kwargs`, `dataset`, `input_info`)
 and the command-line numbers used to fail deep inside training, after minutes of work, with a
 traceback. `check_run_config` refuses them up front; `environment_error_line` turns the OS's
 errors on the paths a run writes or reads (permission, read-only folder, full disk) into one line
@@ -156,6 +156,7 @@ def check_run_config(config: dict, args: Any = None) -> None:
     if _nesting(config) > MAX_NESTING:
         raise RunConfigError(f"The config nests deeper than {MAX_NESTING} levels. Fix: NNCF configs need 6 or fewer; check the file.")
     _whole(config, "epochs", 1, 100000)
+    _whole(config, "freeze_bn_epochs", 0, 100000)
     _whole(config, "batch_size", 1, 1 << 20)
     _whole(config, "seed", 0, MAX_SEED)
     _check_optimizer(config.get("optimizer"))

@@ -161,6 +161,24 @@ def _value(loss) -> float:
     return float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
 
 
+def freeze_batchnorm_statistics(model: nn.Module) -> None:
+    """Puts every BatchNorm of `model` in eval mode: it normalizes with its running statistics and stops updating them.
+
+    Low-bit quantization-aware training needs this for its last epochs: batch and running statistics differ a
+    little, and 4-bit activation quantizers turn that little into jumps of eval accuracy (benchmarks/int4_batchnorm.py).
+    PyTorch's own QAT recipe does the same (`freeze_bn_stats`). With NNCF's knowledge_distillation the model also
+    holds KD's teacher copy, which then distils with its running statistics too.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def batchnorm_frozen(epoch: int, epochs: int, freeze_bn_epochs: int) -> bool:
+    """Whether 0-based `epoch` is one of the last `freeze_bn_epochs` of `epochs` (the config's "freeze_bn_epochs")."""
+    return freeze_bn_epochs > 0 and epoch >= epochs - freeze_bn_epochs
+
+
 def train_epoch(
     compression_ctrl,
     model: nn.Module,
@@ -174,6 +192,7 @@ def train_epoch(
     device: Optional[torch.device] = None,
     desc: str = "compress",
     bar: Optional[tqdm] = None,
+    freeze_bn: bool = False,
 ) -> list:
     """One epoch of compression-aware training (epoch is 0-based); returns per-step loss records.
 
@@ -181,7 +200,8 @@ def train_epoch(
     gets `set_epoch(epoch)`, so with a seeded sampler (`distributed.make_sampler`) the data order is a
     function of (seed, epoch) alone: what makes a resumed run equal an uninterrupted one.
     `max_steps` caps the steps of this epoch (smoke tests). `bar`: a caller's progress bar advanced once
-    per step (one bar across epochs), instead of a bar of this epoch.
+    per step (one bar across epochs), instead of a bar of this epoch. `freeze_bn`: BatchNorm statistics
+    stay frozen this epoch (`freeze_batchnorm_statistics`).
     """
     sampler = getattr(loader, "sampler", None)
     if hasattr(sampler, "set_epoch"):
@@ -189,6 +209,8 @@ def train_epoch(
     am_ctrl = attribution_controller(compression_ctrl)
     compression_ctrl.scheduler.epoch_step()
     model.train()
+    if freeze_bn:
+        freeze_batchnorm_statistics(model)
     records = []
     total = len(loader) if max_steps is None else min(len(loader), max_steps)
     epoch_bar = tqdm(loader, total=total, desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=not progress or bar is not None, leave=False)
@@ -227,12 +249,14 @@ def fine_tune(
     max_steps: Optional[int] = None,
     logits_output: LogitsSelector = None,
     progress: bool = False,
+    freeze_bn_epochs: int = 0,
 ) -> list:
     """Compression-aware fine-tuning in one process; returns per-step loss records.
 
     The optimizer block's `"schedule_type"` (e.g. "cosine") sets the LR per epoch, as in the CLI;
     each record carries the epoch's `lr`. `max_steps` caps the steps of each epoch (smoke tests and
-    quick benchmarks).
+    quick benchmarks). `freeze_bn_epochs`: BatchNorm statistics are frozen for that many last epochs
+    (the config's "freeze_bn_epochs", as in the CLI; recommended for 4-bit quantization).
     """
     torch.manual_seed(seed)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
@@ -241,7 +265,8 @@ def fine_tune(
     history = []
     for epoch in range(epochs):
         lr = optimizer.param_groups[0]["lr"]
-        records = train_epoch(compression_ctrl, model, loader, optimizer, epoch, epochs, max_steps=max_steps, logits_output=logits_output, progress=progress)
+        freeze_bn = batchnorm_frozen(epoch, epochs, freeze_bn_epochs)
+        records = train_epoch(compression_ctrl, model, loader, optimizer, epoch, epochs, max_steps=max_steps, logits_output=logits_output, progress=progress, freeze_bn=freeze_bn)
         history += [{**record, "lr": lr} for record in records]
         if lr_scheduler is not None:
             lr_scheduler.step()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nncf_wcam.nncf_plugin.algo import AttributionMatchingController
-from nncf_wcam.training import attribution_controller, child_controllers, compress, fine_tune, load_config
+from nncf_wcam.training import attribution_controller, batchnorm_frozen, child_controllers, compress, fine_tune, load_config
 
 CONFIGS = sorted((Path(__file__).parents[1] / "nncf_wcam" / "configs").glob("*_wcam.json"))
 
@@ -103,3 +103,23 @@ def test_eval_mode_and_no_grad_cost_nothing(trained_cnn, digits):
     assert am_ctrl.loss().item() == 0.0
     compressed(x)
     assert am_ctrl.loss().item() > 0.0
+
+
+def test_batchnorm_frozen_counts_the_last_epochs():
+    assert [batchnorm_frozen(e, 4, 2) for e in range(4)] == [False, False, True, True]
+    assert not any(batchnorm_frozen(e, 4, 0) for e in range(4))
+    assert all(batchnorm_frozen(e, 4, 9) for e in range(4))
+
+
+@pytest.mark.parametrize("freeze_bn_epochs", [0, 2])
+def test_fine_tune_freezes_batchnorm_statistics_in_the_last_epochs(trained_cnn, digits, freeze_bn_epochs):
+    """With "freeze_bn_epochs" the running statistics stay as they were while the weights still train (and the reverse without)."""
+    config = load_config(json.loads((CONFIGS[0].parent / "quantization_int4_wcam.json").read_text()))
+    ctrl, compressed = compress(copy.deepcopy(trained_cnn), config, digits.train, batch_size=32)
+    bns = [m for m in compressed.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    stats_before = [(bn.running_mean.clone(), bn.num_batches_tracked.clone()) for bn in bns]
+    weights_before = [bn.weight.detach().clone() for bn in bns]
+    fine_tune(ctrl, compressed, digits.train, epochs=2, batch_size=32, max_steps=2, freeze_bn_epochs=freeze_bn_epochs)
+    stats_kept = [torch.equal(bn.running_mean, mean) and torch.equal(bn.num_batches_tracked, n) for bn, (mean, n) in zip(bns, stats_before)]
+    assert all(stats_kept) if freeze_bn_epochs == 2 else not any(stats_kept)
+    assert not all(torch.equal(bn.weight, w) for bn, w in zip(bns, weights_before))  # the weights trained either way

@@ -88,22 +88,3 @@ def test_int4_batchnorm_quick(tmp_path):
     assert (tmp_path / "eval_accuracy_per_epoch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "data:" in stdout
 
-
-def test_freeze_bn_switch_stops_running_statistics():
-    sys.path.insert(0, str(BENCHMARKS))
-    from int4_batchnorm import freeze_bn_switch
-
-    import torch
-
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)).train()
-    switch = freeze_bn_switch(model)
-    bn = model[1]
-    model(torch.randn(4, 1, 6, 6))
-    moved = bn.running_mean.clone()
-    assert not torch.equal(moved, torch.zeros(2))  # off: statistics follow the batches
-    switch["on"] = True
-    x = torch.randn(4, 1, 6, 6) + 3
-    out = model(x)
-    assert torch.equal(bn.running_mean, moved)  # on: frozen, and used to normalize
-    expected = (model[0](x) - moved.view(1, -1, 1, 1)) / torch.sqrt(bn.running_var.view(1, -1, 1, 1) + bn.eps)
-    assert torch.allclose(out, expected * bn.weight.view(1, -1, 1, 1) + bn.bias.view(1, -1, 1, 1), atol=1e-5)

@@ -78,6 +78,8 @@ CONFIG_CASES = {
     "epochs-1e400": (json.dumps(tiny()).replace('"epochs": 2', '"epochs": 1e400'), [], '"epochs"'),
     "epochs-0": (tiny(epochs=0), [], '"epochs"'),
     "epochs-negative": (tiny(epochs=-3), [], '"epochs"'),
+    "freeze-bn-epochs-negative": (tiny(freeze_bn_epochs=-1), [], '"freeze_bn_epochs"'),
+    "freeze-bn-epochs-string": (tiny(freeze_bn_epochs="last"), [], '"freeze_bn_epochs"'),
     "batch-size-0": (tiny(batch_size=0), [], '"batch_size"'),
     "seed-string": (tiny(seed="abc"), [], '"seed"'),
     "optimizer-type-5": (tiny(optimizer={"type": 5}), [], "optimizer.type"),
