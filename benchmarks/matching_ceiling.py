@@ -114,10 +114,11 @@ def plot(results: dict, path: Path) -> None:
         values = [results[k].get(variant, {}).get("grad_cam_r_heldout", np.nan) for k in keys]
         ax.bar(np.arange(len(keys)) + (i - 1) * 0.27, values, width=0.27, color=color, label=variant)
     ax.set_xticks(np.arange(len(keys)), [k.replace("@", "\n") for k in keys], fontsize=8)
-    ax.set_ylim(min(0.7, ax.get_ylim()[0]), 1.0)
+    lowest = np.nanmin([r.get("grad_cam_r_heldout", np.nan) for per in results.values() for r in per.values()])
+    ax.set_ylim(min(0.7, np.floor(lowest * 10) / 10), 1.0)  # from 0 the differences would not show
     ax.set_ylabel(f"Grad-CAM r vs teacher ({LAYER})")
     ax.set_title("Agreement that a larger β does not buy: the compressed network's ceiling")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower left")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     save_png(fig, path, dpi=120)
