@@ -106,6 +106,15 @@ def cached_teacher(data, args) -> SmallCNN:
     return teacher.eval()
 
 
+def prepare_students(args) -> tuple:
+    """Threads, the NNCF log folder, the data and the cached teacher: what every student benchmark starts from."""
+    torch.set_num_threads(args.threads)
+    (args.output / "nncf_logs").mkdir(parents=True, exist_ok=True)
+    data = mnist_or_digits()
+    print(f"data: {data.description}")
+    return data, fine_tuning_subset(data, args.train_samples), cached_teacher(data, args)
+
+
 class TeacherMaps:
     """The teacher's maps per method, computed once and reused for every student."""
 
@@ -334,19 +343,14 @@ def parse_args():
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
     runs_dir = args.output / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    (args.output / "nncf_logs").mkdir(exist_ok=True)
     header_path = args.output / "header.txt"
     if args.aggregate_only:
         write_reports(args, header_path.read_text() if header_path.is_file() else "")
         return
     started = time.time()
-    data = mnist_or_digits()
-    train_data = fine_tuning_subset(data, args.train_samples)
-    print(f"data: {data.description}")
-    teacher = cached_teacher(data, args)
+    data, train_data, teacher = prepare_students(args)
     teacher_acc = accuracy(teacher, data.test)
     print(f"teacher: accuracy {teacher_acc:.4f}")
     teacher_maps = TeacherMaps(teacher, data.test.tensors[0][: args.eval_samples], args.ig_samples, args.ig_steps)

@@ -27,9 +27,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from attribution_preservation import ALGORITHMS, DEFAULT_BLOCK, LAYER, RESULTS, TeacherMaps, add_fine_tuning_args, apply_quick, cached_teacher, fine_tuning_subset, optimizer_spec
+from attribution_preservation import ALGORITHMS, DEFAULT_BLOCK, LAYER, RESULTS, TeacherMaps, add_fine_tuning_args, apply_quick, optimizer_spec, prepare_students
 from nncf_wcam.checkpoint import atomic_write_text
-from nncf_wcam.data import mnist_or_digits
 from nncf_wcam.plotting import save_png
 from nncf_wcam.training import accuracy, batchnorm_frozen, compress, load_config, make_lr_scheduler, make_optimizer, train_epoch
 
@@ -105,12 +104,7 @@ def parse_args():
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
-    (args.output / "nncf_logs").mkdir(parents=True, exist_ok=True)
-    data = mnist_or_digits()
-    print(f"data: {data.description}")
-    train_data = fine_tuning_subset(data, args.train_samples)
-    teacher = cached_teacher(data, args)
+    data, train_data, teacher = prepare_students(args)
     teacher_maps = TeacherMaps(teacher, data.test.tensors[0][: args.eval_samples], ig_samples=0, ig_steps=1)
     jobs = [(recipe, variant, seed) for seed in args.seeds for recipe in RECIPES for variant in VARIANTS]
     results = {}

@@ -24,9 +24,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from attribution_preservation import ALGORITHMS, LAYER, RESULTS, add_fine_tuning_args, apply_quick, cached_teacher, fine_tuning_subset, optimizer_spec
+from attribution_preservation import ALGORITHMS, LAYER, RESULTS, add_fine_tuning_args, apply_quick, optimizer_spec, prepare_students
 from nncf_wcam.checkpoint import atomic_write_text
-from nncf_wcam.data import mnist_or_digits
 from nncf_wcam.nncf_plugin.schema import ATTRIBUTION_MATCHING_DEFAULTS
 from nncf_wcam.evaluation import attribution_maps, map_agreement, summarize
 from nncf_wcam.plotting import save_png
@@ -138,12 +137,7 @@ def parse_args():
 
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
-    (args.output / "nncf_logs").mkdir(parents=True, exist_ok=True)
-    data = mnist_or_digits()
-    print(f"data: {data.description}")
-    train_data = fine_tuning_subset(data, args.train_samples)
-    teacher = cached_teacher(data, args)
+    data, train_data, teacher = prepare_students(args)
     levels = {"filter_pruning": [0.5]} if args.quick else LEVELS
     jobs = [(a, level, v) for a, ls in levels.items() for level in ls for v in VARIANTS]
     results = {}
