@@ -139,7 +139,12 @@ def optimizer_spec(args) -> dict:
     return {"type": "Adam", "base_lr": args.lr, "schedule_type": "cosine"}
 
 
-def run_one(teacher, blocks, data, train_data, seed, args):
+def train_student(teacher, blocks, data, train_data, seed, args, **fine_tune_options):
+    """Compresses a copy of the teacher with `blocks` and fine-tunes it with the benchmarks' one recipe.
+
+    Returns the student (in eval mode), its per-step history and the fine-tuning time in seconds.
+    `fine_tune_options` go to `training.fine_tune` (e.g. `freeze_bn_epochs`, `after_epoch`).
+    """
     size = data.image_shape[-1]
     config = {"input_info": {"sample_size": [1, 1, size, size]}, "compression": blocks, "log_dir": str(args.output / "nncf_logs")}
     if any(b.get("algorithm") == "quantization" and b.get("weights", {}).get("bits", 8) < 8 for b in blocks):
@@ -147,7 +152,9 @@ def run_one(teacher, blocks, data, train_data, seed, args):
     torch.manual_seed(seed)
     ctrl, student = compress(copy.deepcopy(teacher), load_config(config), train_data)
     started = time.time()
-    history = fine_tune(ctrl, student, train_data, epochs=args.epochs, optimizer_spec=optimizer_spec(args), batch_size=64, seed=seed, max_steps=args.max_steps)
+    history = fine_tune(
+        ctrl, student, train_data, epochs=args.epochs, optimizer_spec=optimizer_spec(args), batch_size=64, seed=seed, max_steps=args.max_steps, **fine_tune_options
+    )
     return student.eval(), history, time.time() - started
 
 
@@ -372,7 +379,7 @@ def main() -> None:
         path = runs_dir / f"{algorithm}_{variant}_{seed}.json"
         if path.is_file():
             continue
-        student, history, train_s = run_one(teacher, [ALGORITHMS[algorithm], *blocks], data, train_data, seed, args)
+        student, history, train_s = train_student(teacher, [ALGORITHMS[algorithm], *blocks], data, train_data, seed, args)
         result = measure(teacher_maps, student, data)
         result["train_s"] = train_s
         result["last_epoch_task_loss"] = float(np.mean([h["task_loss"] for h in history if h["epoch"] == history[-1]["epoch"]]))

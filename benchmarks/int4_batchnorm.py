@@ -16,45 +16,31 @@ recipes, the same for naive and for the default block:
 """
 
 import argparse
-import copy
 import json
-import time
 from pathlib import Path
 
 import nncf_wcam  # noqa: F401  (before nncf.torch)
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from attribution_preservation import ALGORITHMS, DEFAULT_BLOCK, LAYER, RESULTS, TeacherMaps, add_fine_tuning_args, apply_quick, optimizer_spec, prepare_students
+from attribution_preservation import ALGORITHMS, DEFAULT_BLOCK, LAYER, RESULTS, TeacherMaps, add_fine_tuning_args, apply_quick, optimizer_spec, prepare_students, train_student
 from nncf_wcam.checkpoint import atomic_write_text
 from nncf_wcam.plotting import save_png
-from nncf_wcam.training import accuracy, batchnorm_frozen, compress, load_config, make_lr_scheduler, make_optimizer, train_epoch
+from nncf_wcam.training import accuracy
 
 VARIANTS = {"naive": [], "am": [DEFAULT_BLOCK]}
 RECIPES = ("plain", "freeze_bn")
 
 
 def run_one(teacher, data, train_data, blocks, recipe, seed, args) -> dict:
-    size = data.image_shape[-1]
-    config = {"input_info": {"sample_size": [1, 1, size, size]}, "compression": [ALGORITHMS["int4"], *blocks], "target_device": "TRIAL", "log_dir": str(args.output / "nncf_logs")}
-    torch.manual_seed(seed)
-    ctrl, student = compress(copy.deepcopy(teacher), load_config(config), train_data)
-    spec = optimizer_spec(args)
-    # the same data order, optimizer and LR schedule as training.fine_tune
-    torch.manual_seed(seed)
-    loader = DataLoader(train_data, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    optimizer = make_optimizer(student.parameters(), spec)
-    scheduler = make_lr_scheduler(optimizer, spec, args.epochs)
+    """One int4 student, its eval-mode accuracy recorded after every epoch."""
     eval_accuracy = []
-    started = time.time()
-    for epoch in range(args.epochs):
-        freeze_bn = recipe == "freeze_bn" and batchnorm_frozen(epoch, args.epochs, args.freeze_epochs)
-        train_epoch(ctrl, student, loader, optimizer, epoch, args.epochs, max_steps=args.max_steps, freeze_bn=freeze_bn)
-        scheduler.step()
-        eval_accuracy.append(accuracy(student.eval(), data.test))
-    return {"eval_accuracy_per_epoch": eval_accuracy, "accuracy": eval_accuracy[-1], "train_s": time.time() - started, "student": student}
+    student, _, train_s = train_student(
+        teacher, [ALGORITHMS["int4"], *blocks], data, train_data, seed, args,
+        freeze_bn_epochs=args.freeze_epochs if recipe == "freeze_bn" else 0,
+        after_epoch=lambda _epoch, model: eval_accuracy.append(accuracy(model.eval(), data.test)),
+    )
+    return {"eval_accuracy_per_epoch": eval_accuracy, "accuracy": eval_accuracy[-1], "train_s": train_s, "student": student}
 
 
 def summary_table(results: dict) -> str:

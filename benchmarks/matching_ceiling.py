@@ -16,20 +16,18 @@ beta (2 (1 - cos), averaged over the epoch's training batches, in train-mode Bat
 import argparse
 import copy
 import json
-import time
 from pathlib import Path
 
 import nncf_wcam  # noqa: F401  (before nncf.torch)
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from attribution_preservation import ALGORITHMS, LAYER, RESULTS, add_fine_tuning_args, apply_quick, optimizer_spec, prepare_students
+from attribution_preservation import ALGORITHMS, LAYER, RESULTS, add_fine_tuning_args, apply_quick, optimizer_spec, prepare_students, train_student
 from nncf_wcam.checkpoint import atomic_write_text
 from nncf_wcam.nncf_plugin.schema import ATTRIBUTION_MATCHING_DEFAULTS
 from nncf_wcam.evaluation import attribution_maps, map_agreement, summarize
 from nncf_wcam.plotting import save_png
-from nncf_wcam.training import accuracy, compress, fine_tune, load_config
+from nncf_wcam.training import accuracy
 
 LEVELS = {"filter_pruning": [0.25, 0.5], "magnitude_sparsity": [0.7, 0.9]}
 VARIANTS = {"naive": None, "default": {}, "beta_1000": {"weight": 1000.0}}
@@ -57,13 +55,7 @@ def run_one(teacher, data, train_data, algorithm, level, overrides, args) -> dic
     blocks = [compression_block(algorithm, level)]
     if overrides is not None:
         blocks.append({"algorithm": "attribution_matching", **overrides})
-    size = data.image_shape[-1]
-    config = {"input_info": {"sample_size": [1, 1, size, size]}, "compression": blocks, "log_dir": str(args.output / "nncf_logs")}
-    torch.manual_seed(0)
-    ctrl, student = compress(copy.deepcopy(teacher), load_config(config), train_data)
-    started = time.time()
-    history = fine_tune(ctrl, student, train_data, epochs=args.epochs, optimizer_spec=optimizer_spec(args), batch_size=64, seed=0, max_steps=args.max_steps)
-    student.eval()
+    student, history, train_s = train_student(teacher, blocks, data, train_data, 0, args)
     last = [h for h in history if h["epoch"] == history[-1]["epoch"]]
     beta = None if overrides is None else overrides.get("weight", ATTRIBUTION_MATCHING_DEFAULTS["weight"])
     return {
@@ -71,7 +63,7 @@ def run_one(teacher, data, train_data, algorithm, level, overrides, args) -> dic
         "grad_cam_r_heldout": grad_cam_r(teacher, student, data.test.tensors[0][: args.eval_samples]),
         "grad_cam_r_train": grad_cam_r(teacher, student, train_data.tensors[0][: args.eval_samples]),
         "distance": None if beta is None else float(np.mean([h["attribution_loss"] for h in last])) / beta,
-        "train_s": time.time() - started,
+        "train_s": train_s,
     }
 
 

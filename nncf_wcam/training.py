@@ -7,7 +7,7 @@ The fine-tuning loop is the one every NNCF 2.x project already has: task loss pl
 import json
 import math
 import os
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -250,6 +250,7 @@ def fine_tune(
     logits_output: LogitsSelector = None,
     progress: bool = False,
     freeze_bn_epochs: int = 0,
+    after_epoch: Optional[Callable[[int, nn.Module], None]] = None,
 ) -> list:
     """Compression-aware fine-tuning in one process; returns per-step loss records.
 
@@ -257,6 +258,7 @@ def fine_tune(
     each record carries the epoch's `lr`. `max_steps` caps the steps of each epoch (smoke tests and
     quick benchmarks). `freeze_bn_epochs`: BatchNorm statistics are frozen for that many last epochs
     (the config's "freeze_bn_epochs", as in the CLI; recommended for 4-bit quantization).
+    `after_epoch(epoch, model)` runs after each epoch (0-based), e.g. to evaluate the model as training goes.
     """
     torch.manual_seed(seed)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
@@ -270,5 +272,7 @@ def fine_tune(
         history += [{**record, "lr": lr} for record in records]
         if lr_scheduler is not None:
             lr_scheduler.step()
+        if after_epoch is not None:
+            after_epoch(epoch, model)
     return history
 
