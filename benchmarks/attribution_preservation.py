@@ -13,7 +13,7 @@ against Grad-CAM agreement (pareto.png) so a user can pick beta. Every student i
 the teacher on held-out images: accuracy; Grad-CAM (at the matched layer), Saliency and Integrated
 Gradients agreement (Pearson r, teacher's top-1 class). "Gap closed" = (r - r_naive) / (1 - r_naive).
 
-Data: the real MNIST test set in ../shared/data/mnist (a slice of the first 8,000 images trains,
+Data: the real MNIST test set in the folder NNCF_WCAM_DATA_ROOT names (a slice of the first 8,000 images trains,
 the last 2,000 evaluate; the teacher trains on all 8,000), else scikit-learn's digits, said in the output. Each run's result is
 written to runs/<algorithm>_<variant>_<seed>.json as soon as it is measured: a cut-short run keeps
 what it measured, a rerun skips what exists, and `--aggregate-only` rebuilds the tables and
@@ -29,19 +29,27 @@ import json
 import time
 from pathlib import Path
 
-import nncf_wcam  # noqa: F401  (before nncf.torch)
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 from tqdm import tqdm
 
-from nncf_wcam.checkpoint import atomic_torch_save, atomic_write_text
-from nncf_wcam.data import mnist_or_digits
-from nncf_wcam.evaluation import attribution_maps, map_agreement, summarize
-from nncf_wcam.models import SmallCNN
-from nncf_wcam.plotting import save_png, write_attribution_figure
-from nncf_wcam.nncf_plugin.schema import ATTRIBUTION_MATCHING_DEFAULTS
-from nncf_wcam.training import accuracy, compress, fine_tune, load_config, train_teacher
+import nncf_wcam  # noqa: F401  (before nncf.torch)
+from nncf_wcam.core.training import train_teacher
+from nncf_wcam.evaluation.accuracy import accuracy
+from nncf_wcam.evaluation.agreement import map_agreement
+from nncf_wcam.evaluation.agreement import summarize
+from nncf_wcam.evaluation.attributions import attribution_maps
+from nncf_wcam.evaluation.figures import save_png
+from nncf_wcam.evaluation.figures import write_attribution_figure
+from nncf_wcam.io.atomic import atomic_torch_save
+from nncf_wcam.io.atomic import atomic_write_text
+from nncf_wcam.nncf2.training import compress
+from nncf_wcam.nncf2.training import fine_tune
+from nncf_wcam.nncf2.training import load_config
+from nncf_wcam.schema.blocks import ATTRIBUTION_MATCHING_DEFAULTS
+from nncf_wcam.zoo.datasets import mnist_or_digits
+from nncf_wcam.zoo.models import SmallCNN
 
 LAYER = SmallCNN.LAST_CONV_BLOCK
 RESULTS = Path(__file__).parent / "results"
@@ -232,7 +240,7 @@ def main_table(summary: dict, variant_names: list) -> str:
 
 
 def targets(summary: dict) -> str:
-    """The issue's targets, met or missed, from the means over seeds."""
+    """The targets, met or missed, from the means over seeds."""
     lines = ["| algorithm | default block: Grad-CAM gap closed ≥ 80 % at acc ≥ naive − 0.3 pt | input method: Saliency / IG gap ≥ 50 % | int4 acc std ≤ 2 pt (worst variant) |", "|---|---|---|---|"]
     for algorithm, per_variant in summary.items():
         am, am_input = per_variant.get("am"), per_variant.get("am_input")
@@ -316,7 +324,7 @@ def add_fine_tuning_args(parser: argparse.ArgumentParser, output: str) -> None:
     parser.add_argument("--eval-samples", type=int, default=300)
     parser.add_argument("--teacher-epochs", type=int, default=8)
     parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 runs small models best on a shared machine)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 runs small models best on a 2-core machine)")
     parser.add_argument("--teacher-cache", type=Path, default=None, help="folder holding the cached teacher (default: --output)")
     parser.add_argument("--output", type=Path, default=RESULTS / output)
 

@@ -6,7 +6,7 @@ TuneRange leaves them off the grid, as QAT does), exports ONNX with NNCF and com
 inputs:
   - onnxruntime on the same ONNX, each org.openvinotoolkit FakeQuantize rewritten as standard ONNX ops that compute
     OpenVINO's FakeQuantize formula (onnxruntime has no FakeQuantize);
-  - OpenVINO on the same ONNX, as exported and with `nncf_wcam.quantizer_ranges.align_fake_quantize_ranges`.
+  - OpenVINO on the same ONNX, as exported and with `nncf_wcam.deploy.quantizer_ranges.align_fake_quantize_ranges`.
 Needs onnxruntime, which the package does not depend on:  pip install --target /tmp/ort onnxruntime
 
     PYTHONPATH=.:/tmp/ort python benchmarks/fake_quantize_onnxruntime_check.py [FRACTION (default 0.25)]
@@ -17,18 +17,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-import nncf_wcam  # noqa: F401  (before nncf.torch)
 import numpy as np
 import onnx
 import onnxruntime as ort
 import openvino as ov
 import torch
-from onnx import TensorProto, helper
+from onnx import TensorProto
+from onnx import helper
 from torch.utils.data import TensorDataset
 
-from nncf_wcam.models import SmallCNN
-from nncf_wcam.quantizer_ranges import align_fake_quantize_ranges
-from nncf_wcam.training import compress, load_config
+import nncf_wcam  # noqa: F401  (before nncf.torch)
+from nncf_wcam.deploy.quantizer_ranges import align_fake_quantize_ranges
+from nncf_wcam.nncf2.training import compress
+from nncf_wcam.nncf2.training import load_config
+from nncf_wcam.zoo.models import SmallCNN
 
 CONFIG = Path(nncf_wcam.__file__).parent / "configs" / "mnist_int4_plain.json"
 

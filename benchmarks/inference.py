@@ -1,9 +1,9 @@
 """Inference speed of the deployed IRs against FP32 PyTorch eager, measured side by side in one run.
 
 A ResNet-18 (written in this project, torchvision layout) is exported four ways with
-`nncf_wcam.export.export_ir`: FP32 IR, int8 IR, 50 %-filter-pruned IR (filters physically removed),
+`nncf_wcam.export_ir`: FP32 IR, int8 IR, 50 %-filter-pruned IR (filters physically removed),
 and pruned + int8 IR. A MobileNet-style network (inverted residuals, depthwise convolutions, dict
-output; `nncf_wcam.models.MobileNetStyle`, width 16, seven blocks, five stride-2 stages) is exported
+output; `nncf_wcam.zoo.models.MobileNetStyle`, width 16, seven blocks, five stride-2 stages) is exported
 three ways: FP32 IR, int8 IR, pruned + int8 IR. Its int8 block quantizes activations per tensor
 (`"activations": {"per_channel": false}`): with NNCF's default per-channel quantizers before depthwise
 convolutions the pruned filters cannot be removed (README, "Deployment"). Measured on this machine's CPU:
@@ -26,16 +26,20 @@ import tempfile
 import time
 from pathlib import Path
 
-import nncf_wcam  # noqa: F401  (before nncf.torch)
 import numpy as np
 import openvino as ov
 import torch
 from torch.utils.data import TensorDataset
 
-from nncf_wcam.checkpoint import atomic_write_text
-from nncf_wcam.export import export_ir, runtime_precisions
-from nncf_wcam.models import MobileNetStyle, resnet18, tiny_resnet
-from nncf_wcam.training import compress, load_config
+import nncf_wcam  # noqa: F401  (before nncf.torch)
+from nncf_wcam.deploy.runtime import runtime_precisions
+from nncf_wcam.io.atomic import atomic_write_text
+from nncf_wcam.nncf2.export import export_ir
+from nncf_wcam.nncf2.training import compress
+from nncf_wcam.nncf2.training import load_config
+from nncf_wcam.zoo.models import MobileNetStyle
+from nncf_wcam.zoo.models import resnet18
+from nncf_wcam.zoo.models import tiny_resnet
 
 INT8 = {"algorithm": "quantization", "initializer": {"range": {"num_init_samples": 16, "type": "mean_min_max"}, "batchnorm_adaptation": {"num_bn_adaptation_samples": 0}}}
 PRUNING = {"algorithm": "filter_pruning", "pruning_init": 0.5, "params": {"schedule": "exponential", "pruning_target": 0.5, "pruning_steps": 1}}

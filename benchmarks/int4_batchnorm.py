@@ -19,14 +19,23 @@ import argparse
 import json
 from pathlib import Path
 
-import nncf_wcam  # noqa: F401  (before nncf.torch)
 import numpy as np
+from attribution_preservation import ALGORITHMS
+from attribution_preservation import DEFAULT_BLOCK
+from attribution_preservation import LAYER
+from attribution_preservation import RESULTS
+from attribution_preservation import TeacherMaps
+from attribution_preservation import add_fine_tuning_args
+from attribution_preservation import apply_quick
+from attribution_preservation import optimizer_spec
+from attribution_preservation import prepare_students
+from attribution_preservation import train_student
 from tqdm import tqdm
 
-from attribution_preservation import ALGORITHMS, DEFAULT_BLOCK, LAYER, RESULTS, TeacherMaps, add_fine_tuning_args, apply_quick, optimizer_spec, prepare_students, train_student
-from nncf_wcam.checkpoint import atomic_write_text
-from nncf_wcam.plotting import save_png
-from nncf_wcam.training import accuracy
+import nncf_wcam  # noqa: F401  (before nncf.torch)
+from nncf_wcam.evaluation.accuracy import accuracy
+from nncf_wcam.evaluation.figures import save_png
+from nncf_wcam.io.atomic import atomic_write_text
 
 VARIANTS = {"naive": [], "am": [DEFAULT_BLOCK]}
 RECIPES = ("plain", "freeze_bn")

@@ -18,16 +18,25 @@ import copy
 import json
 from pathlib import Path
 
-import nncf_wcam  # noqa: F401  (before nncf.torch)
 import numpy as np
+from attribution_preservation import ALGORITHMS
+from attribution_preservation import LAYER
+from attribution_preservation import RESULTS
+from attribution_preservation import add_fine_tuning_args
+from attribution_preservation import apply_quick
+from attribution_preservation import optimizer_spec
+from attribution_preservation import prepare_students
+from attribution_preservation import train_student
 from tqdm import tqdm
 
-from attribution_preservation import ALGORITHMS, LAYER, RESULTS, add_fine_tuning_args, apply_quick, optimizer_spec, prepare_students, train_student
-from nncf_wcam.checkpoint import atomic_write_text
-from nncf_wcam.nncf_plugin.schema import ATTRIBUTION_MATCHING_DEFAULTS
-from nncf_wcam.evaluation import attribution_maps, map_agreement, summarize
-from nncf_wcam.plotting import save_png
-from nncf_wcam.training import accuracy
+import nncf_wcam  # noqa: F401  (before nncf.torch)
+from nncf_wcam.evaluation.accuracy import accuracy
+from nncf_wcam.evaluation.agreement import map_agreement
+from nncf_wcam.evaluation.agreement import summarize
+from nncf_wcam.evaluation.attributions import attribution_maps
+from nncf_wcam.evaluation.figures import save_png
+from nncf_wcam.io.atomic import atomic_write_text
+from nncf_wcam.schema.blocks import ATTRIBUTION_MATCHING_DEFAULTS
 
 LEVELS = {"filter_pruning": [0.25, 0.5], "magnitude_sparsity": [0.7, 0.9]}
 VARIANTS = {"naive": None, "default": {}, "beta_1000": {"weight": 1000.0}}

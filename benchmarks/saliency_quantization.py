@@ -18,10 +18,10 @@ measures on the evaluation images:
   salient-first than with random-order zeroing.)
 
 All 13 models (the FP32 teacher and the 12 quantized ones) are exported to OpenVINO IR with
-`nncf_wcam.export.export_ir` (parity check against PyTorch on 256 evaluation images); the parity,
+`nncf_wcam.export_ir` (parity check against PyTorch on 256 evaluation images); the parity,
 and how many FakeQuantize ranges the export put back on NNCF's grid, are recorded in results.json.
 
-Data: the real MNIST test set (`nncf_wcam.data.shared_mnist_root()`): first 8,000 images train,
+Data: the real MNIST test set (the folder NNCF_WCAM_DATA_ROOT names): first 8,000 images train,
 last 2,000 evaluate. `--fashion-root DIR` uses FashionMNIST IDX files instead. Without MNIST, it
 falls back to scikit-learn's digits at 28 x 28 and says so.
 
@@ -43,30 +43,29 @@ import tempfile
 import time
 from pathlib import Path
 
-import nncf_wcam  # noqa: F401  (must precede nncf.torch)
-
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 from tqdm import tqdm
 
-from nncf_wcam.attribution import select_logits
-from nncf_wcam.checkpoint import atomic_torch_save
-from nncf_wcam.checkpoint import atomic_write_bytes
-from nncf_wcam.data import load_mnist
-from nncf_wcam.data import mnist_or_digits
-from nncf_wcam.export import ExportError
-from nncf_wcam.export import export_ir
-from nncf_wcam.models import SmallCNN
-from nncf_wcam.plotting import write_attribution_figure
-from nncf_wcam.training import accuracy
-from nncf_wcam.training import compress
-from nncf_wcam.training import fine_tune
-from nncf_wcam.training import load_config
-from nncf_wcam.training import train_teacher
+import nncf_wcam  # noqa: F401  (must precede nncf.torch)
+from nncf_wcam.core.logits import select_logits
+from nncf_wcam.core.training import train_teacher
+from nncf_wcam.errors import ExportError
+from nncf_wcam.evaluation.accuracy import accuracy
+from nncf_wcam.evaluation.figures import write_attribution_figure
+from nncf_wcam.io.atomic import atomic_torch_save
+from nncf_wcam.io.atomic import atomic_write_bytes
+from nncf_wcam.nncf2.export import export_ir
+from nncf_wcam.nncf2.training import compress
+from nncf_wcam.nncf2.training import fine_tune
+from nncf_wcam.nncf2.training import load_config
+from nncf_wcam.zoo.datasets import load_mnist
+from nncf_wcam.zoo.datasets import mnist_or_digits
+from nncf_wcam.zoo.models import SmallCNN
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "nncf_wcam" / "configs"
+CONFIGS = REPO / "configs"
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "saliency_quantization"
 BIT_WIDTHS = ("int4", "int2", "mixed42")
 BIT_LABELS = {"fp32": "FP32", "int4": "4-bit", "int2": "2-bit", "mixed42": "mixed 4/2-bit"}
@@ -342,7 +341,7 @@ def main(argv=None) -> int:
     parser.add_argument("--fashion-root", type=Path, default=None, help="folder with FashionMNIST IDX files")
     parser.add_argument("--no-export", action="store_true", help="skip the OpenVINO IR exports")
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads (default 1: on a shared 2-core machine more threads spin and run ~10x slower)"
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: on a 2-core machine more threads spin and run ~10x slower)"
     )
     args = parser.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
@@ -414,7 +413,7 @@ def main(argv=None) -> int:
         "deletion_replacement": "uniform noise in each image's [min, max], the same for every model",
         "saliency": "captum Saliency, abs=True, summed over channels, for the FP32 model's top-1 class (agreement) "
         "or the model's own top-1 class (deletion)",
-        "configs": {f"{b}_{v}": f"nncf_wcam/configs/mnist_{b}_{v}.json" for b in BIT_WIDTHS for v in VARIANTS},
+        "configs": {f"{b}_{v}": f"configs/mnist_{b}_{v}.json" for b in BIT_WIDTHS for v in VARIANTS},
         "wall_seconds": wall_seconds,
         "torch_threads": torch.get_num_threads(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",

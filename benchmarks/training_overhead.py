@@ -25,17 +25,21 @@ import threading
 import time
 from pathlib import Path
 
-import nncf_wcam  # noqa: F401  (before nncf.torch)
 import psutil
 import torch
 import torch.nn.functional as F
 
-from nncf_wcam.attribution import map_distance, wcam_map
-from nncf_wcam.checkpoint import atomic_write_text
-from nncf_wcam.data import mnist_or_digits
-from nncf_wcam.matching import DEFAULT_WEIGHT
-from nncf_wcam.models import SmallCNN
-from nncf_wcam.training import attribution_controller, compress, load_config, without_algorithm
+import nncf_wcam  # noqa: F401  (before nncf.torch)
+from nncf_wcam.core.maps import map_distance
+from nncf_wcam.core.maps import wcam_map
+from nncf_wcam.core.matcher import DEFAULT_WEIGHT
+from nncf_wcam.io.atomic import atomic_write_text
+from nncf_wcam.nncf2.attribution_matching import attribution_controller
+from nncf_wcam.nncf2.training import compress
+from nncf_wcam.nncf2.training import load_config
+from nncf_wcam.nncf2.training import without_algorithm
+from nncf_wcam.zoo.datasets import mnist_or_digits
+from nncf_wcam.zoo.models import SmallCNN
 
 LAYER = SmallCNN.LAST_CONV_BLOCK
 ALGORITHMS = {

@@ -9,17 +9,16 @@ For each seed the same teacher is compressed twice, fine-tuned with the same dat
 loss alone ("naive") and once with the task loss plus `matcher.loss()` ("wcam"); both are exported to IR and
 checked against PyTorch. Prints a table and writes results.json to --output.
 
-    python examples/nncf3_qat.py --output runs/nncf3_qat                       # int8 QAT, MNIST if found
+    NNCF_WCAM_DATA_ROOT=/path/to/mnist python examples/nncf3_qat.py --output runs/nncf3_qat   # int8 QAT on MNIST
     python examples/nncf3_qat.py --algorithm pruning --ratio 0.7 --output runs/nncf3_prune
     python examples/nncf3_qat.py --quick --output /tmp/q                       # a smoke run (tests)
 
-Needs NNCF 3.4 (pip install "nncf-wcam[nncf3]").
+Needs NNCF 3.4 (in a clone: pip install -e ".[nncf3]"). Without NNCF_WCAM_DATA_ROOT it runs on scikit-learn's digits.
 """
 
 import argparse
 import copy
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,16 +32,17 @@ from torch.utils.data import TensorDataset
 
 from nncf_wcam import AttributionMatcher
 from nncf_wcam import frozen_copy
-from nncf_wcam.data import load_digits
-from nncf_wcam.data import mnist_or_digits
-from nncf_wcam.evaluation import compare_attributions
-from nncf_wcam.evaluation import summarize
-from nncf_wcam.models import SmallCNN
-from nncf_wcam.nncf3 import accuracy
-from nncf_wcam.nncf3 import calibration_dataset
-from nncf_wcam.nncf3 import export_ir
-from nncf_wcam.nncf3 import fine_tune
-from nncf_wcam.saliency import SaliencyGuidedRegularizer
+from nncf_wcam.core.saliency import SaliencyGuidedRegularizer
+from nncf_wcam.evaluation.accuracy import accuracy
+from nncf_wcam.evaluation.agreement import compare_attributions
+from nncf_wcam.evaluation.agreement import summarize
+from nncf_wcam.io.atomic import atomic_write_text
+from nncf_wcam.nncf3.data import calibration_dataset
+from nncf_wcam.nncf3.export import export_ir
+from nncf_wcam.nncf3.training import fine_tune
+from nncf_wcam.zoo.datasets import load_digits
+from nncf_wcam.zoo.datasets import mnist_or_digits
+from nncf_wcam.zoo.models import SmallCNN
 
 LAYER = SmallCNN.LAST_CONV_BLOCK
 
@@ -159,9 +159,7 @@ def main(argv=None) -> int:
         )
     results["args"] = vars(args)
     results["versions"] = {"nncf": nncf.__version__, "torch": torch.__version__}
-    partial = output / "results.json.tmp"  # nncf_wcam.checkpoint's atomic writer imports NNCF 2.x
-    partial.write_text(json.dumps(results, indent=2))
-    os.replace(partial, output / "results.json")
+    atomic_write_text(output / "results.json", json.dumps(results, indent=2))
     return 0
 
 

@@ -6,42 +6,79 @@ from pathlib import Path
 import pytest
 import torch
 
-import nncf_wcam  # noqa: F401  (must precede nncf.torch)
-from nncf_wcam.data import load_digits
-from nncf_wcam.models import SmallCNN
-from nncf_wcam.training import train_teacher
+import nncf_wcam  # noqa: F401  (on NNCF 2.x: legacy tracing before anything imports nncf.torch)
+from nncf_wcam.core.training import train_teacher
+from nncf_wcam.zoo.datasets import data_root_from_env
+from nncf_wcam.zoo.datasets import load_digits
+from nncf_wcam.zoo.models import SmallCNN
 
-
-ROOT = Path(__file__).parents[1]
-TINY = ROOT / "nncf_wcam" / "configs" / "tiny_test.json"
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+TINY = TESTS / "configs" / "tiny.json"
 # A tiny compress run: 1 teacher epoch, 2 steps per epoch, 8 evaluation samples.
 FAST = ["--teacher-epochs", "1", "--max-steps", "2", "--eval-samples", "8", "--quiet"]
+# Files that Python and pytest themselves write into a checkout; anything else new there is the tests' doing.
+_CACHES = ("__pycache__/", ".pytest_cache/", ".hypothesis/", ".egg-info/")
 
 # Subprocesses (the CLI, benchmarks, torchrun workers) import this tree, not whatever is installed.
 os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
-def _git_status():
-    """`git status --porcelain` of the repository, or None outside a git checkout."""
+def mnist_root():
+    """The folder of the real MNIST IDX files (NNCF_WCAM_DATA_ROOT), or a skip saying how to provide it."""
+    root = data_root_from_env()
+    if root is None or not (root / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip("real MNIST not found: set NNCF_WCAM_DATA_ROOT to the folder of t10k-images-idx3-ubyte.gz")
+    return root
+
+
+class DictOutputCNN(SmallCNN):
+    """A SmallCNN whose forward returns a dict, as detection or multi-task models do (logits under "logits")."""
+
+    def forward(self, x):
+        embedding = self.pool(self.features(x)).flatten(1)
+        return {"embedding": embedding, "logits": self.classifier(embedding)}
+
+
+def ir_against_model(ir_dir, model, samples, logits_output=None) -> tuple:
+    """(top-1 agreement, max |logit diff|) of the IR, compiled here, against the PyTorch model on `samples`:
+    computed by the test itself, not read from the manifest the export wrote."""
+    from nncf_wcam.core.logits import select_logits
+    from nncf_wcam.deploy.runtime import load_compiled
+    from nncf_wcam.deploy.runtime import run_compiled
+
+    ir_logits = run_compiled(load_compiled(ir_dir), samples)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        torch_logits = select_logits(model(samples), logits_output).numpy()
+    model.train(was_training)
+    return float((ir_logits.argmax(1) == torch_logits.argmax(1)).mean()), float(abs(ir_logits - torch_logits).max())
+
+
+def repository_files():
+    """Every file of the checkout that git lists, ignored ones included, without caches (None outside a checkout)."""
+    command = ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"]
     try:
-        result = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
         return None
-    return result.stdout if result.returncode == 0 else None
+    if result.returncode != 0:
+        return None
+    return {line for line in result.stdout.splitlines() if not any(cache in line for cache in _CACHES)}
 
 
 def pytest_sessionstart(session):
-    session.config._nncf_wcam_git_status = _git_status()
+    session.config._nncf_wcam_files = repository_files()
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Tests write nothing into the repository: a session that did fails, naming the files."""
-    before = getattr(session.config, "_nncf_wcam_git_status", None)
-    after = _git_status()
+    """Tests write nothing into the repository (ignored files such as NNCF's *.dot dumps included): a session that did fails, naming them."""
+    before = getattr(session.config, "_nncf_wcam_files", None)
+    after = repository_files()
     if before is None or after is None or before == after:
         return
-    new = sorted(set(after.splitlines()) - set(before.splitlines()))
-    print(f"\nThe tests changed the repository: {new}")
+    print(f"\nThe tests changed the repository: {sorted(after - before)}")
     session.exitstatus = 1
 
 
@@ -56,7 +93,7 @@ def scratch_cwd(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """One finished `compress --compare-naive` run of tiny_test.json, shared read-only by the CLI tests."""
+    """One finished `compress --compare-naive` run of tests/configs/tiny.json, shared read-only by the CLI tests."""
     from nncf_wcam import cli
 
     output = tmp_path_factory.mktemp("cli") / "tiny"

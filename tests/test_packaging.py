@@ -16,11 +16,15 @@ from packaging.version import Version
 
 import nncf_wcam
 from nncf_wcam import cli
-from nncf_wcam.config_files import CONFIG_DIR
-from nncf_wcam.config_files import ConfigNotFoundError
-from nncf_wcam.config_files import resolve_config
-from nncf_wcam.config_files import shipped_configs
-from nncf_wcam.config_files import with_dataset_root_from
+from nncf_wcam.cli.configs import CONFIG_DIR
+from nncf_wcam.cli.configs import ConfigNotFoundError
+from nncf_wcam.cli.configs import read_config
+from nncf_wcam.cli.configs import resolve_config
+from nncf_wcam.cli.configs import shipped_configs
+from nncf_wcam.cli.configs import with_data_root
+from nncf_wcam.cli.configs import with_dataset_root_from
+from nncf_wcam.nncf2.tested_torch import TestedTorchNoticeFilter
+from nncf_wcam.nncf2.tested_torch import is_tested_combination
 
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
@@ -50,9 +54,14 @@ def test_nncf_range_admits_both_generations_and_the_extras_pick_one():
 
 def test_version_has_one_source():
     assert PYPROJECT["project"]["dynamic"] == ["version"]
-    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "nncf_wcam.__version__"}
-    assert not (REPO / "setup.py").exists()
+    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "nncf_wcam.version.__version__"}
+    assert "version" not in (REPO / "setup.py").read_text(encoding="utf-8")  # a shim: pyproject.toml describes the package
     assert f"## {nncf_wcam.__version__}" in (REPO / "CHANGELOG.md").read_text(encoding="utf-8")
+
+
+def test_every_folder_of_the_package_is_packaged():
+    folders = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "nncf_wcam").rglob("__init__.py")}
+    assert set(PYPROJECT["tool"]["setuptools"]["packages"]) == folders | {"nncf_wcam.configs"}
 
 
 def _pip(*args, cwd, timeout=300):
@@ -63,8 +72,9 @@ def _pip(*args, cwd, timeout=300):
 def source_copy(tmp_path):
     """The sources a build needs, copied: setuptools writes build/ and *.egg-info beside them."""
     source = tmp_path / "src"
-    shutil.copytree(REPO / "nncf_wcam", source / "nncf_wcam", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
+    for folder in ("nncf_wcam", "configs"):
+        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
     return source
 
@@ -86,7 +96,7 @@ def test_wheel_ships_the_configs(tmp_path, source_copy):
     assert wheel.name.startswith(f"nncf_wcam-{nncf_wcam.__version__}-")
     names = zipfile.ZipFile(wheel).namelist()
     assert sorted(Path(n).stem for n in names if n.startswith("nncf_wcam/configs/") and n.endswith(".json")) == shipped_configs()
-    assert "nncf_wcam/nncf3/__init__.py" in names
+    assert "nncf_wcam/nncf3/__init__.py" in names and "nncf_wcam/cli/__main__.py" in names
 
 
 def test_configs_are_found_by_name_or_path(tmp_path, monkeypatch):
@@ -97,8 +107,9 @@ def test_configs_are_found_by_name_or_path(tmp_path, monkeypatch):
     own.write_text("{}")
     monkeypatch.chdir(tmp_path)
     assert resolve_config("quantization_int8_wcam.json") == Path("quantization_int8_wcam.json")  # a file beats the shipped name
-    with pytest.raises(ConfigNotFoundError, match="tiny_test"):
+    with pytest.raises(ConfigNotFoundError, match="quantization_int8_wcam") as error:
         resolve_config("no_such_config")
+    assert "tiny" not in str(error.value)  # test fixtures are not shipped
     with pytest.raises(ConfigNotFoundError):
         resolve_config("somewhere/quantization_int8_wcam")  # a path is never taken for a name
 
@@ -114,24 +125,30 @@ def test_dataset_root_is_read_relative_to_the_config_file(tmp_path, monkeypatch)
     path = folder / "c.json"
     path.write_text(json.dumps({"dataset": {"name": "mnist", "root": "../data/mnist"}, "input_info": {"sample_size": [1, 1, 28, 28]}}))
     monkeypatch.chdir(tmp_path)
-    assert cli.read_config(str(path))["dataset"]["root"] == str(tmp_path / "project" / "data" / "mnist")
+    assert read_config(str(path))["dataset"]["root"] == str(tmp_path / "project" / "data" / "mnist")
     absolute = {"dataset": {"name": "mnist", "root": str(tmp_path / "x")}}
     assert with_dataset_root_from(absolute, path) == absolute
     assert with_dataset_root_from({"dataset": {"name": "digits"}}, path) == {"dataset": {"name": "digits"}}
 
 
-def test_shipped_mnist_configs_point_at_the_shared_data_beside_a_clone():
-    """nncf_wcam/configs/ -> ../../../shared/data/mnist is <clone>/../shared/data/mnist, where data.py looks too."""
-    for name in [n for n in shipped_configs() if n.startswith("mnist_")]:
-        root = Path(cli.read_config(name)["dataset"]["root"])
-        assert root == (REPO.parent / "shared" / "data" / "mnist").resolve(), name
+def test_data_root_fills_a_dataset_without_one(tmp_path, monkeypatch):
+    """--data-root (else NNCF_WCAM_DATA_ROOT) names an IDX dataset's folder when the config names none; a config's own root wins."""
+    monkeypatch.delenv("NNCF_WCAM_DATA_ROOT", raising=False)
+    assert read_config("mnist_int4_am")["dataset"] == {"name": "mnist"}
+    assert read_config("mnist_int4_am", data_root=str(tmp_path))["dataset"]["root"] == str(tmp_path)
+    monkeypatch.setenv("NNCF_WCAM_DATA_ROOT", str(tmp_path / "env"))
+    assert read_config("mnist_int4_am")["dataset"]["root"] == str(tmp_path / "env")
+    assert read_config("mnist_int4_am", data_root=str(tmp_path))["dataset"]["root"] == str(tmp_path)
+    own = {"dataset": {"name": "mnist", "root": "/data/mnist"}}
+    assert with_data_root(own, str(tmp_path)) == own
+    assert with_data_root({"dataset": {"name": "digits"}}, str(tmp_path)) == {"dataset": {"name": "digits"}}
 
 
 def test_nncf_torch_notice_is_hidden_only_for_the_tested_combination():
     from nncf.common.logging import nncf_logger
 
-    assert nncf_wcam.is_tested_combination("2.19.0", "2.13.0+cpu")
+    assert is_tested_combination("2.19.0", "2.13.0+cpu")
     for nncf_version, torch_version in (("2.19.0", "2.9.1"), ("2.19.0", "2.12.0"), ("3.4.0", "2.13.0")):
-        assert not nncf_wcam.is_tested_combination(nncf_version, torch_version)
-    hidden = any(isinstance(f, nncf_wcam._TestedTorchNoticeFilter) for f in nncf_logger.filters)
-    assert hidden == nncf_wcam.is_tested_combination(metadata.version("nncf"), metadata.version("torch"))
+        assert not is_tested_combination(nncf_version, torch_version)
+    hidden = any(isinstance(f, TestedTorchNoticeFilter) for f in nncf_logger.filters)
+    assert hidden == is_tested_combination(metadata.version("nncf"), metadata.version("torch"))

@@ -11,9 +11,9 @@ import nncf_wcam
 if nncf_wcam.nncf_generation() != 3:
     pytest.exit("tests_nncf3 needs NNCF 3.x installed (pip install '.[nncf3,test]'); tests/ is the NNCF 2.19 suite.", returncode=4)
 
-from nncf_wcam.data import load_digits  # noqa: E402
-from nncf_wcam.models import SmallCNN  # noqa: E402
-from nncf_wcam.nncf3 import fine_tune  # noqa: E402
+from nncf_wcam.nncf3.training import fine_tune  # noqa: E402
+from nncf_wcam.zoo.datasets import load_digits
+from nncf_wcam.zoo.models import SmallCNN
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 import copy
 
 import nncf
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -10,11 +11,13 @@ from torch.utils.data import Subset
 
 from nncf_wcam import AttributionMatcher
 from nncf_wcam import frozen_copy
-from nncf_wcam.evaluation import compare_attributions
-from nncf_wcam.nncf3 import calibration_dataset
-from nncf_wcam.nncf3 import export_ir
-from nncf_wcam.nncf3 import fine_tune
-from nncf_wcam.saliency import SaliencyGuidedRegularizer
+from nncf_wcam.core.saliency import SaliencyGuidedRegularizer
+from nncf_wcam.deploy.runtime import load_compiled
+from nncf_wcam.deploy.runtime import run_compiled
+from nncf_wcam.evaluation.agreement import compare_attributions
+from nncf_wcam.nncf3.data import calibration_dataset
+from nncf_wcam.nncf3.export import export_ir
+from nncf_wcam.nncf3.training import fine_tune
 
 LAYER = "features.9"
 
@@ -58,23 +61,40 @@ def test_saliency_guided_regularizer_trains_a_quantized_model(teacher_copy, digi
     assert loss.item() > 0 and student.classifier.weight.grad.abs().sum() > 0
 
 
-def test_qat_with_the_matcher_keeps_grad_cam_closer_and_the_ir_passes_parity(trained_cnn, digits, tmp_path):
-    """Same seed, same data order: one epoch of int8 QAT with and without the matcher; both IRs pass parity."""
+def _qat(teacher, digits, seed, matched):
+    """One epoch of int8 QAT (Adam 1e-4, batch 64) from the same quantized start and data order, with or without the matcher."""
+    torch.manual_seed(seed)
+    student = quantized(teacher, digits)
+    # 15.625 = 1000 in the authors' mean-over-positions reduction, on 8 x 8 maps
+    losses = [AttributionMatcher(frozen_copy(teacher), student, [LAYER], weight=15.625, stochastic_drop=0.3, seed=seed).loss] if matched else []
+    loader = DataLoader(digits.train, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    history = fine_tune(student, loader, torch.optim.Adam(student.parameters(), lr=1e-4), losses, epochs=1)
+    assert (history[0]["extra_loss"] > 0) == matched
+    return student
+
+
+def test_qat_with_the_matcher_closes_most_of_the_grad_cam_gap_on_every_seed(trained_cnn, digits):
+    """Three seeds, naive and matched QAT on the same start and data: the matcher closes at least 30 % of the Grad-CAM
+    gap (1 - r) naive QAT leaves, on every seed (measured: 61-65 %)."""
     samples = digits.test.tensors[0][:128]
-    agreement = {}
-    for variant in ("naive", "wcam"):
-        torch.manual_seed(0)
-        student = quantized(trained_cnn, digits)
-        # 15.625 = 1000 in the old mean-over-positions reduction, on 8 x 8 maps
-        losses = [AttributionMatcher(frozen_copy(trained_cnn), student, [LAYER], weight=15.625, stochastic_drop=0.3).loss] if variant == "wcam" else []
-        loader = DataLoader(digits.train, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0))
-        history = fine_tune(student, loader, torch.optim.Adam(student.parameters(), lr=1e-4), losses, epochs=1)
-        assert (history[0]["extra_loss"] > 0) == (variant == "wcam")
-        agreement[variant] = compare_attributions(trained_cnn, student, samples, "grad_cam", layer=LAYER)["pearson"].mean()
-        exported = export_ir(student, tmp_path / variant, samples)
-        assert exported.xml_path.is_file() and exported.manifest["parity"]["top1_agreement"] >= 0.99
-        assert exported.manifest["runtime_precisions"].get("Convolution:u8", 0) >= 1  # int8 on the CPU, not fp32
-    assert agreement["wcam"] > agreement["naive"]
+    closed = []
+    for seed in range(3):
+        naive, matched = (compare_attributions(trained_cnn, _qat(trained_cnn, digits, seed, m), samples, "grad_cam", layer=LAYER)["pearson"].mean() for m in (False, True))
+        closed.append((matched - naive) / (1.0 - naive))
+    assert min(closed) >= 0.3, closed
+
+
+def test_the_ir_of_a_qat_student_computes_what_the_student_computes(trained_cnn, digits, tmp_path):
+    """The exported IR, compiled here, against the PyTorch student on 128 test images: same predictions, close logits,
+    int8 convolutions on the CPU."""
+    student, samples = _qat(trained_cnn, digits, 0, True), digits.test.tensors[0][:128]
+    exported = export_ir(student, tmp_path / "ir", samples)
+    ir_logits = run_compiled(load_compiled(exported.output_dir), samples)
+    with torch.no_grad():
+        torch_logits = student.eval()(samples).numpy()
+    assert (ir_logits.argmax(1) == torch_logits.argmax(1)).mean() >= 0.99
+    assert np.abs(ir_logits - torch_logits).max() < 0.1 * np.abs(torch_logits).max()
+    assert exported.manifest["runtime_precisions"].get("Convolution:u8", 0) >= 1  # int8 on the CPU, not fp32
 
 
 def test_export_checks_its_threshold(trained_cnn, digits, tmp_path):
@@ -84,8 +104,8 @@ def test_export_checks_its_threshold(trained_cnn, digits, tmp_path):
 
 
 def test_export_refuses_a_folder_it_did_not_write_and_replaces_its_own(trained_cnn, digits, tmp_path):
-    """The data-loss case of issue 13 on the NNCF 3.x route: a foreign manifest.json and other files stay untouched."""
-    from nncf_wcam.export import OutputFolderError
+    """A folder that is not an earlier export (a foreign manifest.json and other files) stays untouched."""
+    from nncf_wcam.io.atomic import OutputFolderError
 
     student, samples = quantized(trained_cnn, digits), digits.test.tensors[0][:8]
     foreign = tmp_path / "foreign"

@@ -7,14 +7,14 @@ that loop as one more loss term:
 
     teacher = frozen_copy(model)                              # before quantization: the uncompressed model
     quantized = nncf.quantize(model, calibration_dataset(train_loader))
-    matcher = AttributionMatcher(teacher, quantized, layers=["features.9"], weight=beta)
+    matcher = AttributionMatcher(teacher, quantized, layers=["features.9"])
     loss = criterion(quantized(x), y) + matcher.loss()        # the user's loop, one term more
     export_ir(quantized, "ir/", sample_inputs)                # ov.convert_model + parity check, written atomically
 
-Nothing here imports the NNCF 2.x plugin (`nncf_wcam.nncf_plugin`) or NNCF's legacy API.
+Nothing here imports the NNCF 2.x adapter (`nncf_wcam.nncf2`) or NNCF's legacy API.
 """
 
-from nncf_wcam import require_nncf_generation
+from nncf_wcam.generation import require_nncf_generation
 
 require_nncf_generation(3, "nncf_wcam.nncf3")
 

@@ -1,43 +1,38 @@
 """OpenVINO IR from an NNCF 3.x quantized or pruned torch model, the way NNCF 3.x documents it:
 `ov.convert_model(model.cpu(), example_input=...)` (quantizers become FakeQuantize operations, which the
-CPU plugin runs in int8). The IR is checked against PyTorch with the same parity check as the NNCF 2.19
-route (`nncf_wcam.export`), and written atomically: a failed check leaves nothing behind.
+CPU plugin runs in int8). The IR goes through the same checks and atomic write as every route
+(`nncf_wcam.deploy.writer`): devices, the output-folder guard, parity with PyTorch, the manifest.
 """
 
-import json
 import os
 import warnings
-from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
+from typing import Union
 
-import nncf
 import openvino as ov
 import torch
 from torch import nn
 
-import nncf_wcam
-from nncf_wcam.export import BIN_NAME
-from nncf_wcam.export import LOGITS_TENSOR_NAME
-from nncf_wcam.export import MANIFEST_NAME
-from nncf_wcam.export import XML_NAME
-from nncf_wcam.export import ExportError
-from nncf_wcam.export import ExportResult
-from nncf_wcam.export import checked_parity
-from nncf_wcam.export import MANIFEST_PRODUCER
-from nncf_wcam.export import MANIFEST_VERSION
-from nncf_wcam.export import _check_replaceable
-from nncf_wcam.export import _set_batch
-from nncf_wcam.export import atomic_directory
-from nncf_wcam.export import check_device
-from nncf_wcam.export import ir_statistics
-from nncf_wcam.export import load_compiled
-from nncf_wcam.export import run_compiled
-from nncf_wcam.export import runtime_precisions
-from nncf_wcam.export import _summarize_precisions
+from nncf_wcam.core.logits import LogitsSelector
+from nncf_wcam.deploy.ir_statistics import ir_statistics
+from nncf_wcam.deploy.parity import torch_logits
+from nncf_wcam.deploy.runtime import LOGITS_TENSOR_NAME
+from nncf_wcam.deploy.writer import ExportResult
+from nncf_wcam.deploy.writer import plan_export
+from nncf_wcam.deploy.writer import write_ir
+from nncf_wcam.errors import ExportError
 
 
-def _versions() -> dict:
-    return {"nncf": nncf.__version__, "openvino": ov.get_version(), "torch": torch.__version__, "nncf_wcam": nncf_wcam.__version__}
+def _converted(model: nn.Module, sample_inputs: torch.Tensor) -> ov.Model:
+    """`ov.convert_model` at a static batch of 1 (the statistics need one; the writer sets the batch after)."""
+    was_training = model.training
+    model.cpu().eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the tracer's notes on NNCF's quantizers
+            return ov.convert_model(model, example_input=sample_inputs[:1], input=[tuple(sample_inputs[:1].shape)])
+    finally:
+        model.train(was_training)
 
 
 def export_ir(
@@ -46,58 +41,39 @@ def export_ir(
     sample_inputs: torch.Tensor,
     *,
     device: str = "CPU",
+    target_device: Optional[str] = None,
     dynamic_batch: bool = True,
     min_top1_agreement: float = 0.99,
     inference_precision: Optional[str] = "f32",
+    logits_output: LogitsSelector = None,
+    matched_layers: Optional[list] = None,
 ) -> ExportResult:
-    """Converts `model` (single input, logits output) to IR in `output_dir` (model.xml, model.bin, manifest.json).
+    """Converts `model` (one input, logits output) to IR in `output_dir` (model.xml, model.bin, manifest.json).
 
-    Raises `ExportError` (nothing written, an earlier export kept) when the IR's top-1 agreement with
-    PyTorch on `sample_inputs` is below `min_top1_agreement`.
+    Args:
+        model: the quantized (`nncf.quantize`) or pruned (`nncf.prune`) model, after fine-tuning.
+        output_dir: the IR folder; replaced as a whole, and only when it is new, empty or an earlier export.
+        sample_inputs: B x C x H x W inputs for the parity check (a few test images).
+        device, target_device, dynamic_batch, min_top1_agreement, inference_precision: as in the
+            NNCF 2.19 route (`nncf_wcam.nncf2.export.export_ir`).
+        logits_output: index or key of the logits when the model returns a tuple or dict.
+        matched_layers: the layers attribution matching trained (recorded in the manifest).
+
+    Raises:
+        ExportError (nothing written, an earlier export kept) when a step fails or the IR's top-1 agreement
+        with PyTorch on `sample_inputs` is below `min_top1_agreement`.
     """
-    if not 0.0 <= min_top1_agreement <= 1.0:
-        raise ValueError(f"min_top1_agreement must lie in [0, 1], got {min_top1_agreement}.")
-    device = check_device(device)
-    output_dir = Path(output_dir)
-    _check_replaceable(output_dir)  # a folder that is not an earlier export of ours is refused, untouched
-    was_training = model.training
-    model.cpu().eval()
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the tracer's notes on NNCF's quantizers
-            torch_logits = model(sample_inputs).float().numpy()
-            # A static shape first (the statistics need one); the batch is made dynamic below.
-            converted = ov.convert_model(model, example_input=sample_inputs[:1], input=[tuple(sample_inputs[:1].shape)])
-    finally:
-        model.train(was_training)
-    if len(converted.inputs) != 1 or len(converted.outputs) != 1:
-        raise ExportError("export_ir (NNCF 3.x) supports models with one input and one logits output.")
-    converted.output(0).get_tensor().add_names({LOGITS_TENSOR_NAME})
-    statistics = ir_statistics(converted)  # counted at the static example batch of 1
-    if dynamic_batch:
-        _set_batch(converted, -1)
-    with atomic_directory(output_dir) as staging:
-        ov.save_model(converted, str(staging / XML_NAME), compress_to_fp16=False)
-        compiled = load_compiled(staging, device, inference_precision=inference_precision)
-        parity = checked_parity(torch_logits, run_compiled(compiled, sample_inputs), min_top1_agreement, device, output_dir)
-        manifest = {
-            "producer": MANIFEST_PRODUCER,
-            "manifest_version": MANIFEST_VERSION,
-            "format": "openvino_ir",
-            "route": "nncf3: ov.convert_model",
-            "files": {"xml": XML_NAME, "bin": BIN_NAME},
-            "device": device,
-            "dynamic_batch": dynamic_batch,
-            "ir": statistics,
-            "parity": parity,
-            "runtime_precisions": _summarize_precisions(runtime_precisions(compiled)),
-            "versions": _versions(),
-        }
-        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
-    return ExportResult(
-        output_dir=output_dir,
-        xml_path=output_dir / XML_NAME,
-        bin_path=output_dir / BIN_NAME,
-        manifest_path=output_dir / MANIFEST_NAME,
-        manifest=manifest,
-    )
+    plan = plan_export(output_dir, device=device, target_device=target_device, dynamic_batch=dynamic_batch, min_top1_agreement=min_top1_agreement, inference_precision=inference_precision)
+    logits, logits_index = torch_logits(model, sample_inputs, logits_output)
+    converted = _converted(model, sample_inputs)
+    if len(converted.inputs) != 1:
+        raise ExportError(f"export_ir (NNCF 3.x) supports models with one input; this one has {len(converted.inputs)}.")
+    converted.output(logits_index).get_tensor().add_names({LOGITS_TENSOR_NAME})
+    fields = {
+        "route": "nncf3: ov.convert_model",
+        "logits_output": logits_output,
+        "logits_output_index": logits_index,
+        "matched_layers": list(matched_layers) if matched_layers is not None else None,
+        "ir": ir_statistics(converted),
+    }
+    return write_ir(converted, plan, sample_inputs, logits.detach().cpu().float().numpy(), fields)

@@ -5,16 +5,18 @@ ordinary nn.Module whose quantizer scales are parameters. Extra terms (`matcher.
 `regularizer.loss`, NNCF's `RBLoss`) are called after each training forward and added to the task loss.
 """
 
-from typing import Callable, List, Sequence
+from typing import Callable
+from typing import List
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from nncf_wcam.attribution import LogitsSelector
-from nncf_wcam.attribution import select_logits
-from nncf_wcam.evaluation import accuracy  # noqa: F401  (re-exported by nncf_wcam.nncf3)
+from nncf_wcam.core.logits import LogitsSelector
+from nncf_wcam.core.logits import select_logits
+from nncf_wcam.evaluation.accuracy import accuracy  # noqa: F401  (re-exported by nncf_wcam.nncf3)
 
 
 def fine_tune(

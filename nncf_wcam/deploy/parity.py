@@ -1,0 +1,76 @@
+"""The IR against the PyTorch model it came from: the same samples through both, logits compared.
+
+An export fails (and writes nothing) when the IR's top-1 agreement with PyTorch is below the caller's
+threshold; the maximum absolute logit difference and the agreement go into the manifest.
+"""
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from nncf_wcam.core.logits import LogitsSelector
+from nncf_wcam.core.logits import select_logits
+from nncf_wcam.errors import ExportError
+from nncf_wcam.errors import error_summary
+
+
+def _flatten_tensors(outputs: Any) -> list:
+    """Tensors of a nested output in the order torch.onnx numbers the graph outputs (dicts in insertion order)."""
+    if isinstance(outputs, torch.Tensor):
+        return [outputs]
+    if isinstance(outputs, dict):
+        outputs = list(outputs.values())
+    if isinstance(outputs, (tuple, list)):
+        return [tensor for item in outputs for tensor in _flatten_tensors(item)]
+    return []
+
+
+def torch_logits(model: torch.nn.Module, inputs: torch.Tensor, logits_output: LogitsSelector = None) -> tuple:
+    """(logits, index of the logits among the exported graph outputs) of the model in eval mode, without gradients.
+
+    The model's training mode is restored afterwards. A model that fails on the samples, or whose output
+    holds no logits where `logits_output` says, raises ExportError.
+    """
+    was_training = model.training
+    param = next(model.parameters(), None)
+    model.eval()
+    try:
+        with torch.no_grad():
+            outputs = model(inputs.to(param.device if param is not None else "cpu"))
+    except RuntimeError as e:
+        msg = f"The model failed on sample_inputs {tuple(inputs.shape)} ({error_summary(e)}). Pass a batch shaped like the model's input."
+        raise ExportError(msg) from e
+    finally:
+        model.train(was_training)
+    try:
+        logits = select_logits(outputs, logits_output)
+    except ValueError as e:
+        raise ExportError(str(e)) from e
+    index = next(i for i, tensor in enumerate(_flatten_tensors(outputs)) if tensor is logits)
+    return logits, index
+
+
+def parity(torch_logits: np.ndarray, ir_logits: np.ndarray) -> dict:
+    """Maximum absolute logit difference and top-1 agreement of the IR with PyTorch."""
+    if torch_logits.shape != ir_logits.shape:
+        raise ExportError(f"The IR's logits have shape {ir_logits.shape}, PyTorch's {torch_logits.shape}.")
+    return {
+        "num_samples": int(len(torch_logits)),
+        "max_abs_diff": float(np.abs(torch_logits - ir_logits).max()),
+        "top1_agreement": float(np.mean(torch_logits.argmax(-1) == ir_logits.argmax(-1))),
+    }
+
+
+def checked_parity(torch_logits: np.ndarray, ir_logits: np.ndarray, min_top1_agreement: float, device: str, output_dir) -> dict:
+    """The parity record of an export; an ExportError when top-1 agreement is below the threshold (nothing is written)."""
+    record = parity(torch_logits, ir_logits)
+    record.update(min_top1_agreement=min_top1_agreement, device=device)
+    if record["top1_agreement"] < min_top1_agreement:
+        msg = (
+            f"IR parity check failed: top-1 agreement with PyTorch {record['top1_agreement']:.4f} < "
+            f"{min_top1_agreement} on {record['num_samples']} samples (max |logit diff| "
+            f"{record['max_abs_diff']:.3g}). Nothing was written to {output_dir}."
+        )
+        raise ExportError(msg)
+    return record
