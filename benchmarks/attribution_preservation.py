@@ -63,7 +63,7 @@ def _quantization(bits: int) -> dict:
         "weights": {"bits": bits, "mode": "symmetric"},
         # symmetric: NNCF makes ReLU outputs unsigned; asymmetric low ends drifting below 0 break IR parity
         "activations": {"bits": bits, "mode": "symmetric"},
-        # min-max ranges collapse low-bit activations (DESIGN.md): percentiles instead
+        # min-max ranges collapse low-bit activations (docs/known-issues.md): percentiles instead
         "initializer": {"range": {"num_init_samples": 512, "type": "percentile", "params": {"min_percentile": 0.1, "max_percentile": 99.9}}, "batchnorm_adaptation": {"num_bn_adaptation_samples": 0}},
     }
 

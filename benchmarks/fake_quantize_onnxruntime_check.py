@@ -1,4 +1,4 @@
-"""Which side of the low-bit parity bug is wrong: NNCF's ONNX, or OpenVINO? (README, "NNCF export: off-grid ...")
+"""Which side of the low-bit parity bug is wrong: NNCF's ONNX, or OpenVINO? (docs/known-issues.md, "NNCF export: off-grid ...")
 
 Builds an untrained int4 SmallCNN with NNCF (the saliency benchmark's int4 config), sets the `input_low` of the
 asymmetric quantizers after ReLU[2], ReLU[5] and ReLU[9] to FRACTION of a quantization step below 0 (where NNCF's
@@ -32,7 +32,7 @@ from nncf_wcam.nncf2.training import compress
 from nncf_wcam.nncf2.training import load_config
 from nncf_wcam.zoo.models import SmallCNN
 
-CONFIG = Path(nncf_wcam.__file__).parent / "configs" / "mnist_int4_plain.json"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mnist_int4_plain.json"
 
 
 def fake_quantize_as_standard_ops(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -6,7 +6,7 @@ and pruned + int8 IR. A MobileNet-style network (inverted residuals, depthwise c
 output; `nncf_wcam.zoo.models.MobileNetStyle`, width 16, seven blocks, five stride-2 stages) is exported
 three ways: FP32 IR, int8 IR, pruned + int8 IR. Its int8 block quantizes activations per tensor
 (`"activations": {"per_channel": false}`): with NNCF's default per-channel quantizers before depthwise
-convolutions the pruned filters cannot be removed (README, "Deployment"). Measured on this machine's CPU:
+convolutions the pruned filters cannot be removed (docs/deployment.md). Measured on this machine's CPU:
   latency     batch 1, median over many synchronous runs (OpenVINO: PERFORMANCE_HINT=LATENCY);
   throughput  images/s with asynchronous requests on all cores (OpenVINO: PERFORMANCE_HINT=THROUGHPUT,
               AsyncInferQueue with the plugin's optimal number of requests); PyTorch eager: batches of

@@ -1,4 +1,4 @@
-"""The `nncf-wcam` command line end to end on configs/tiny_test.json: compress, export, evaluate, errors."""
+"""The `nncf-wcam` command line end to end on tests/configs/tiny.json: compress, export, evaluate, errors."""
 
 import json
 import os

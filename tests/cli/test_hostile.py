@@ -62,7 +62,7 @@ def tiny(**changes) -> dict:
 
 
 def with_block(algorithm: str, **keys) -> dict:
-    """tiny_test.json with one key of a plugin block changed (or a saliency_guided block added)."""
+    """tests/configs/tiny.json with one key of a plugin block changed (or a saliency_guided block added)."""
     data = tiny()
     blocks = [b for b in data["compression"] if b["algorithm"] != algorithm]
     blocks.append({"algorithm": algorithm, **keys})
@@ -195,7 +195,7 @@ DATA_CASES = {
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A real tiny compressed model (tiny_test.json: int8 + WCAM on 8 x 8 digits) and its checkpoint."""
+    """A real tiny compressed model (tests/configs/tiny.json: int8 + WCAM on 8 x 8 digits) and its checkpoint."""
     folder = tmp_path_factory.mktemp("hostile_run")
     raw = tiny()
     raw["log_dir"] = str(folder / "nncf_logs")

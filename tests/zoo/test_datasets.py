@@ -1,7 +1,7 @@
 """Hostile data: truncated, corrupted or inconsistent IDX files fail with a DataError naming the file.
 
 Every test file is written here, in tmp_path (20 images); the last test reads the real MNIST
-test set in ../shared/data/mnist when it is present.
+test set in the folder NNCF_WCAM_DATA_ROOT names, when it is set.
 """
 
 import gzip
