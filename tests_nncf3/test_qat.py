@@ -11,6 +11,8 @@ from torch.utils.data import Subset
 
 from nncf_wcam import AttributionMatcher
 from nncf_wcam import frozen_copy
+from nncf_wcam.core.layers import choose_layers
+from nncf_wcam.core.logits import select_logits
 from nncf_wcam.core.saliency import SaliencyGuidedRegularizer
 from nncf_wcam.deploy.runtime import load_compiled
 from nncf_wcam.deploy.runtime import run_compiled
@@ -18,6 +20,7 @@ from nncf_wcam.evaluation.agreement import compare_attributions
 from nncf_wcam.nncf3.data import calibration_dataset
 from nncf_wcam.nncf3.export import export_ir
 from nncf_wcam.nncf3.training import fine_tune
+from nncf_wcam.zoo.models import create_model
 
 LAYER = "features.9"
 
@@ -119,3 +122,28 @@ def test_export_refuses_a_folder_it_did_not_write_and_replaces_its_own(trained_c
     first = export_ir(student, tmp_path / "ir", samples)
     assert first.manifest["producer"] == "nncf_wcam"
     assert export_ir(student, tmp_path / "ir", samples).xml_path.is_file()  # its own earlier export is replaced
+
+
+@pytest.mark.parametrize("name", ["mobilenet_style", "tiny_resnet"])
+def test_models_with_depthwise_residual_and_dict_outputs_train_and_export(digits, tmp_path, name):
+    """Networks the matcher was not written around: a MobileNet-style net (depthwise convolutions, a dict output) and a
+    residual net, quantized by nncf.quantize, trained with the matcher at "auto"'s layer, exported and checked here."""
+    logits_output = "logits" if name == "mobilenet_style" else None
+    torch.manual_seed(0)
+    teacher = create_model(name, 1, 10)
+    loader = DataLoader(Subset(digits.train, range(512)), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+    fine_tune(teacher, loader, torch.optim.Adam(teacher.parameters(), lr=3e-3), epochs=4, logits_output=logits_output)
+    teacher.eval()
+    sample = digits.train.tensors[0][:2]
+    layer = choose_layers(teacher, "auto", lambda: teacher(sample))
+    student = quantized(teacher, digits).train()
+    matcher = AttributionMatcher(frozen_copy(teacher), student, layer, logits_output=logits_output, stochastic_drop=0.3)
+    history = fine_tune(student, loader, torch.optim.Adam(student.parameters(), lr=1e-4), [matcher.loss], epochs=1, logits_output=logits_output)
+    assert history[0]["extra_loss"] > 0
+    samples = digits.test.tensors[0][:128]  # enough that one near-tie flipping between PyTorch and the IR stays under 1 %
+    exported = export_ir(student, tmp_path / "ir", samples, logits_output=logits_output, matched_layers=layer)
+    ir_logits = run_compiled(load_compiled(exported.output_dir), samples)
+    with torch.no_grad():
+        torch_logits = select_logits(student.eval()(samples), logits_output).numpy()
+    assert (ir_logits.argmax(1) == torch_logits.argmax(1)).mean() >= 0.95
+    assert exported.manifest["matched_layers"] == layer and exported.manifest["logits_output"] == logits_output
