@@ -19,6 +19,7 @@ from nncf_wcam.cli.errors import UsageError
 from nncf_wcam.cli.inputs import build_checked_model
 from nncf_wcam.cli.inputs import check_input_info
 from nncf_wcam.cli.inputs import check_layers
+from nncf_wcam.cli.inputs import check_output_folder
 from nncf_wcam.cli.inputs import load_data
 from nncf_wcam.cli.inputs import validated_config
 from nncf_wcam.cli.run_config import check_flags
@@ -91,9 +92,7 @@ def check_compress_flags(args) -> None:
         check_device(args.device)
     if args.teacher and not Path(args.teacher).is_file():
         raise UsageError(f"Teacher file not found: {args.teacher}.")
-    output = Path(args.output)
-    if output.exists() and not output.is_dir():
-        raise UsageError(f"Output path {output} exists and is not a folder.")
+    check_output_folder(Path(args.output))
     if args.config is None and not args.resume:
         raise UsageError("--config is required for a new run (only --resume takes the config from the run's folder).")
 
