@@ -109,7 +109,8 @@ def cached_teacher(data, args) -> SmallCNN:
         return teacher.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    train_teacher(teacher, data.train, epochs=args.teacher_epochs, lr=2e-3)
+    train_teacher(teacher, data.train, epochs=args.teacher_epochs, lr=2e-3, device=args.device)
+    teacher.cpu()
     atomic_torch_save(teacher.state_dict(), path)
     return teacher.eval()
 
@@ -158,12 +159,12 @@ def train_student(teacher, blocks, data, train_data, seed, args, **fine_tune_opt
     if any(b.get("algorithm") == "quantization" and b.get("weights", {}).get("bits", 8) < 8 for b in blocks):
         config["target_device"] = "TRIAL"
     torch.manual_seed(seed)
-    ctrl, student = compress(copy.deepcopy(teacher), load_config(config), train_data)
+    ctrl, student = compress(copy.deepcopy(teacher), load_config(config), train_data, device=args.device)
     started = time.time()
     history = fine_tune(
-        ctrl, student, train_data, epochs=args.epochs, optimizer_spec=optimizer_spec(args), batch_size=64, seed=seed, max_steps=args.max_steps, **fine_tune_options
+        ctrl, student, train_data, epochs=args.epochs, optimizer_spec=optimizer_spec(args), batch_size=64, seed=seed, max_steps=args.max_steps, device=args.device, **fine_tune_options
     )
-    return student.eval(), history, time.time() - started
+    return student.cpu().eval(), history, time.time() - started
 
 
 def measure(teacher_maps: TeacherMaps, student, data) -> dict:
@@ -325,6 +326,7 @@ def add_fine_tuning_args(parser: argparse.ArgumentParser, output: str) -> None:
     parser.add_argument("--teacher-epochs", type=int, default=8)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 runs small models best on a 2-core machine)")
+    parser.add_argument("--device", default="cpu", help="where the teacher and the students train (e.g. cuda); evaluation runs on the CPU")
     parser.add_argument("--teacher-cache", type=Path, default=None, help="folder holding the cached teacher (default: --output)")
     parser.add_argument("--output", type=Path, default=RESULTS / output)
 

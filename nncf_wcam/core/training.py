@@ -43,11 +43,15 @@ def train_teacher(
     progress: bool = False,
     logits_output: LogitsSelector = None,
     bar: Optional[tqdm] = None,
+    device=None,
 ) -> nn.Module:
     """Plain supervised training of the uncompressed model (the teacher).
 
     `bar`: a caller's progress bar advanced once per step (one bar for the whole stage), instead of one per epoch.
+    `device` (e.g. "cuda"): where it trains (the model is moved there and stays).
     """
+    if device is not None:
+        model.to(device)
     torch.manual_seed(seed)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -57,6 +61,8 @@ def train_teacher(
     model.train()
     for epoch in range(epochs):
         for x, y in tqdm(loader, desc=f"teacher epoch {epoch + 1}/{epochs}", disable=not progress or bar is not None, leave=False):
+            if device is not None:
+                x, y = x.to(device), y.to(device)
             optimizer.zero_grad()
             F.cross_entropy(select_logits(model(x), logits_output), y).backward()
             optimizer.step()

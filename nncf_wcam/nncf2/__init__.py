@@ -17,8 +17,10 @@ from nncf_wcam.nncf2.tested_torch import hide_torch_notice_if_tested  # noqa: E4
 hide_torch_notice_if_tested()
 
 from nncf_wcam.nncf2.registration import register_schemas  # noqa: E402
+from nncf_wcam.nncf_common import second_order  # noqa: E402
 
 register_schemas()
+second_order.install()  # double backprop through NNCF's quantizers on CUDA, as on CPU
 
 from nncf_wcam.nncf2 import attribution_matching  # noqa: E402,F401  (registers the builder)
 from nncf_wcam.nncf2 import saliency_guided  # noqa: E402,F401  (registers the builder)

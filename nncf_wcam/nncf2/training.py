@@ -53,14 +53,19 @@ def without_algorithm(config: NNCFConfig, algorithm: str) -> NNCFConfig:
     return NNCFConfig.from_dict(without_block(json.loads(json.dumps(dict(config))), algorithm))
 
 
-def compress(model: nn.Module, config: NNCFConfig, train_data: Dataset, batch_size: Optional[int] = None, compression_state=None):
-    """`create_compressed_model` with NNCF's default init args (range init, BN adaptation) on `train_data`."""
+def compress(model: nn.Module, config: NNCFConfig, train_data: Dataset, batch_size: Optional[int] = None, compression_state=None, device=None):
+    """`create_compressed_model` with NNCF's default init args (range init, BN adaptation) on `train_data`.
+
+    `device` (e.g. "cuda"): where the model is compressed, initialized and then trained (default: where it is).
+    """
     batch_size = batch_size or config.get("batch_size", 64)
+    if device is not None:
+        model.to(device)
     loader = DataLoader(train_data, batch_size=batch_size, shuffle=False)
     # NNCF registers the init args on the config object itself and refuses a second registration:
     # work on a copy so that one config can build several models (e.g. with and without matching).
     config = NNCFConfig.from_dict(json.loads(json.dumps(dict(config))))
-    config = register_default_init_args(config, loader, criterion=nn.CrossEntropyLoss())
+    config = register_default_init_args(config, loader, criterion=nn.CrossEntropyLoss(), device=None if device is None else str(device))
     return create_compressed_model(model, config, compression_state=compression_state)
 
 
@@ -136,6 +141,7 @@ def fine_tune(
     progress: bool = False,
     freeze_bn_epochs: int = 0,
     after_epoch: Optional[Callable[[int, nn.Module], None]] = None,
+    device=None,
 ) -> list:
     """Compression-aware fine-tuning in one process; returns per-step loss records.
 
@@ -144,6 +150,7 @@ def fine_tune(
     quick benchmarks). `freeze_bn_epochs`: BatchNorm statistics are frozen for that many last epochs
     (the config's "freeze_bn_epochs", as in the CLI; recommended for 4-bit quantization).
     `after_epoch(epoch, model)` runs after each epoch (0-based), e.g. to evaluate the model as training goes.
+    `device` (e.g. "cuda"): where the batches go (the model is expected there already, as `compress(device=...)` puts it).
     """
     torch.manual_seed(seed)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
@@ -153,7 +160,7 @@ def fine_tune(
     for epoch in range(epochs):
         lr = optimizer.param_groups[0]["lr"]
         freeze_bn = batchnorm_frozen(epoch, epochs, freeze_bn_epochs)
-        records = train_epoch(compression_ctrl, model, loader, optimizer, epoch, epochs, max_steps=max_steps, logits_output=logits_output, progress=progress, freeze_bn=freeze_bn)
+        records = train_epoch(compression_ctrl, model, loader, optimizer, epoch, epochs, max_steps=max_steps, logits_output=logits_output, progress=progress, device=device, freeze_bn=freeze_bn)
         history += [{**record, "lr": lr} for record in records]
         if lr_scheduler is not None:
             lr_scheduler.step()

@@ -18,9 +18,20 @@ from nncf_wcam.generation import require_nncf_generation
 
 require_nncf_generation(3, "nncf_wcam.nncf3")
 
+from nncf_wcam.nncf_common import second_order  # noqa: E402
+
+second_order.install()  # double backprop through NNCF's quantizers on CUDA, as on CPU
+
 from nncf_wcam.nncf3.data import calibration_dataset  # noqa: E402
-from nncf_wcam.nncf3.export import export_ir  # noqa: E402
 from nncf_wcam.nncf3.training import accuracy  # noqa: E402
 from nncf_wcam.nncf3.training import fine_tune  # noqa: E402
 
 __all__ = ["accuracy", "calibration_dataset", "export_ir", "fine_tune"]
+
+
+def __getattr__(name: str):
+    if name == "export_ir":  # loaded when first used: training needs no OpenVINO
+        from nncf_wcam.nncf3.export import export_ir
+
+        return export_ir
+    raise AttributeError(f"module 'nncf_wcam.nncf3' has no attribute {name!r}")
