@@ -41,8 +41,17 @@ def test_the_reference_path_gives_the_matcher_the_cpu_kernels_gradients(trained_
         assert (reference[name] - grad).norm() <= 1e-4 * grad.norm(), name
 
 
+@pytest.fixture
+def exact_cuda_float32():
+    """CUDA convolutions and matmuls in float32 proper (TF32, torch's default for convolutions, rounds inputs to 10 bits)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_gives_the_matcher_the_same_gradients_as_cpu(trained_cnn, digits):
+def test_cuda_gives_the_matcher_the_same_gradients_as_cpu(trained_cnn, digits, exact_cuda_float32):
     student, x = _int8_student(trained_cnn, digits), digits.train.tensors[0][:32]
     on_cpu = _matching_gradients(trained_cnn, student, x)
     on_cuda = _matching_gradients(copy.deepcopy(trained_cnn).cuda(), copy.deepcopy(student).cuda(), x.cuda())
