@@ -23,6 +23,7 @@ from nncf_wcam.cli.console import emit_json
 from nncf_wcam.cli.console import quiet_nncf
 from nncf_wcam.cli.console import result
 from nncf_wcam.cli.console import say
+from nncf_wcam.cli.devices import openvino_device
 from nncf_wcam.cli.inputs import build_checked_model
 from nncf_wcam.cli.resolve import NAIVE_DIR_NAME
 from nncf_wcam.cli.resolve import Run
@@ -32,7 +33,6 @@ from nncf_wcam.cli.resolve import resolve_run
 from nncf_wcam.cli.run_settings import write_run_settings
 from nncf_wcam.cli.training_run import run_compression
 from nncf_wcam.cli.training_run import teacher_stage
-from nncf_wcam.deploy.devices import check_device
 from nncf_wcam.evaluation.report import evaluate_models
 from nncf_wcam.evaluation.report import summary_lines
 from nncf_wcam.io.atomic import atomic_write_text
@@ -96,7 +96,7 @@ def _export_and_evaluate(run: Run, runs: list, timings: dict) -> tuple:
     for trained in runs:
         trained.model.to("cpu")
     main_run, settings, output = runs[0], run.settings, run.output
-    device = check_device(settings.device)
+    device = openvino_device(settings.device)
     samples = run.data.test.tensors[0][: settings.eval_samples]
     say(f"Exporting the OpenVINO IR to {output / IR_DIR_NAME} ...")
     start = time.perf_counter()

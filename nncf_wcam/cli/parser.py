@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--teacher-epochs", type=int, help=f"teacher training epochs (default {DEFAULT_TEACHER_EPOCHS})")
     compress.add_argument("--max-steps", type=int, help="at most this many training steps per epoch (smoke tests)")
     compress.add_argument("--seed", type=int, help="seed of data order and initialization (default: the config's \"seed\" or 0)")
-    compress.add_argument("--device", help="OpenVINO device for the IR: CPU, GPU, NPU, AUTO (default CPU)")
+    compress.add_argument("--device", help="cuda or cuda:N: train on that CUDA GPU (the IR is checked on OpenVINO's CPU); CPU, GPU, NPU, AUTO: the OpenVINO device for the IR, training on the CPU (default CPU)")
     compress.add_argument("--eval-samples", type=int, help=f"test samples for attribution agreement (default {DEFAULT_EVAL_SAMPLES})")
     compress.add_argument("--data-root", help=f"folder of the IDX files of a config's mnist / fashion_mnist dataset that names no \"root\" (default: ${DATA_ROOT_ENV})")
     _add_output_flags(compress)

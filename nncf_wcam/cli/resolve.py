@@ -15,6 +15,7 @@ import torch
 
 from nncf_wcam.cli.configs import read_config
 from nncf_wcam.cli.console import say
+from nncf_wcam.cli.devices import check_run_device
 from nncf_wcam.cli.errors import UsageError
 from nncf_wcam.cli.inputs import build_checked_model
 from nncf_wcam.cli.inputs import check_input_info
@@ -36,7 +37,6 @@ from nncf_wcam.cli.run_settings import state_digest
 from nncf_wcam.core.layers import AUTO
 from nncf_wcam.core.layers import requested_layers
 from nncf_wcam.core.logits import select_logits
-from nncf_wcam.deploy.devices import check_device
 from nncf_wcam.nncf2.checkpoint import CHECKPOINT_NAME
 from nncf_wcam.nncf2.checkpoint import TEACHER_NAME
 from nncf_wcam.nncf2.checkpoint import load_checkpoint
@@ -89,7 +89,7 @@ def check_compress_flags(args) -> None:
     """What `compress` can check from its flags alone (before the output folder's lock creates it)."""
     check_flags(args)
     if args.device is not None:
-        check_device(args.device)
+        check_run_device(args.device)
     if args.teacher and not Path(args.teacher).is_file():
         raise UsageError(f"Teacher file not found: {args.teacher}.")
     check_output_folder(Path(args.output))

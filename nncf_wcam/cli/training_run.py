@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from nncf_wcam.cli import distributed
 from nncf_wcam.cli.console import say
 from nncf_wcam.cli.console import stage_bar
+from nncf_wcam.cli.devices import training_device
 from nncf_wcam.cli.inputs import build_checked_model
 from nncf_wcam.cli.resolve import Run
 from nncf_wcam.cli.run_settings import state_digest
@@ -67,7 +68,8 @@ def teacher_stage(run: Run) -> tuple:
         epochs, steps = settings.teacher_epochs, -(-len(run.data.train) // TEACHER_BATCH_SIZE)
         say(f"Training the teacher ({run.spec['name']}, {epochs} epochs) ...")
         with stage_bar("teacher", epochs * steps) as bar:
-            train_teacher(model, run.data.train, epochs=epochs, lr=DEFAULT_TEACHER_LR, batch_size=TEACHER_BATCH_SIZE, seed=settings.seed, logits_output=run.logits_output, bar=bar)
+            train_teacher(model, run.data.train, epochs=epochs, lr=DEFAULT_TEACHER_LR, batch_size=TEACHER_BATCH_SIZE, seed=settings.seed, logits_output=run.logits_output, bar=bar, device=training_device(settings.device))
+        model.cpu()
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         save_teacher(teacher_path, model, run.spec, epochs=epochs, seed=settings.seed, dataset=run.data.description)
         settings.teacher["sha256"] = state_digest(state)
@@ -83,7 +85,7 @@ def _compressed_model(config: nncf.NNCFConfig, run: Run, checkpoint: Optional[di
     model = build_checked_model(run.spec)
     model.load_state_dict(run.teacher_state)  # the teacher's weights: the attribution_matching builder copies them
     if checkpoint is None:
-        return compress(model, config, run.data.train, batch_size=run.settings.batch_size)
+        return compress(model, config, run.data.train, batch_size=run.settings.batch_size, device=training_device(run.settings.device))
     compression_ctrl, compressed = create_compressed_model(model, config, compression_state=checkpoint["compression_state"])
     load_state(compressed, checkpoint["state_dict"], is_resume=True)
     return compression_ctrl, compressed
@@ -145,7 +147,7 @@ def _save_epoch(training: _Training, epoch: int, history: list) -> None:
 def _train_epochs(training: _Training, start_epoch: int, history: list) -> None:
     settings, data = training.run.settings, training.run.data
     epochs, max_steps = settings.epochs, settings.max_steps
-    device = distributed.device()
+    device = training_device(settings.device)
     train_model = distributed.wrap_ddp(training.compressed, training.compression_ctrl)
     loader = DataLoader(data.train, batch_size=max(1, settings.batch_size // distributed.world_size()), sampler=distributed.make_sampler(data.train, settings.seed))
     steps = len(loader) if max_steps is None else min(len(loader), max_steps)
@@ -171,7 +173,7 @@ def run_compression(label: str, config: nncf.NNCFConfig, raw: dict, run: Run, ch
     Path(config.get("log_dir", ".")).mkdir(parents=True, exist_ok=True)
     checkpoint = load_checkpoint(checkpoint_path) if run.resume and checkpoint_path.is_file() else None
     compression_ctrl, compressed = _compressed_model(config, run, checkpoint)
-    compressed.to(distributed.device())
+    compressed.to(training_device(run.settings.device))
     optimizer = make_optimizer(compressed.parameters(), raw.get("optimizer"))
     lr_scheduler = make_lr_scheduler(optimizer, raw.get("optimizer"), run.settings.epochs)
     start_epoch, history = 0, []

@@ -16,7 +16,9 @@ steps, CPU) runs NNCF's own kernel as before.
 """
 
 import functools
-from typing import Callable, Optional, Tuple
+from typing import Callable
+from typing import Optional
+from typing import Tuple
 
 import torch
 from nncf.torch.quantization import quantize_functions

@@ -24,9 +24,9 @@ from nncf_wcam.zoo.datasets import load_dataset
 
 from conftest import FAST
 from conftest import ROOT
-from conftest import repository_files
-from conftest import ir_against_model
 from conftest import TINY
+from conftest import ir_against_model
+from conftest import repository_files
 
 
 @pytest.fixture
@@ -190,10 +190,11 @@ def _config_with(tmp_path, **changes):
         (lambda tmp: ["--config", str(_config_with(tmp, dataset={"name": "mnist", "root": str(tmp / "nowhere")}))], "Dataset folder not found"),
         (lambda tmp: ["--config", str(TINY), "--device", "MYRIAD"], "MYRIAD"),
         (lambda tmp: ["--config", str(TINY), "--device", "NPU"], "not available on this machine"),
+        (lambda tmp: ["--config", str(TINY), "--device", "cuda:7"], "CUDA device(s) here"),
         (lambda tmp: ["--config", str(_config_with(tmp, model="vgg99"))], "Unknown model 'vgg99'"),
         (lambda tmp: ["--config", str(_config_with(tmp, input_info={"sample_size": [1, 1, 16, 16]}))], "does not match"),
     ],
-    ids=["missing-config", "bad-json", "unknown-dataset", "missing-data-folder", "removed-device", "absent-device", "unknown-model", "shape-mismatch"],
+    ids=["missing-config", "bad-json", "unknown-dataset", "missing-data-folder", "removed-device", "absent-device", "absent-cuda-device", "unknown-model", "shape-mismatch"],
 )
 def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys, make_args, expected):
     output = tmp_path / "out"
@@ -280,3 +281,13 @@ def test_export_for_an_npu_this_machine_lacks(run_dir, tmp_path, capsys):
     assert manifest["parity"]["top1_agreement"] == 1.0
     assert cli.main(["export", "--checkpoint", str(run_dir / "checkpoint.pt"), "--output", str(tmp_path / "x"), "--target-device", "MYRIAD"]) == 2
     assert "MYRIAD" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compress_trains_on_cuda(tmp_path):
+    """`--device cuda`: the teacher and the students train on the GPU; the IR is checked on OpenVINO's CPU."""
+    output = tmp_path / "cuda"
+    assert cli.main(["compress", "--config", str(TINY), "--output", str(output), "--device", "cuda", *FAST]) == 0
+    manifest = json.loads((output / "ir" / "manifest.json").read_text())
+    assert manifest["device"] == "CPU" and manifest["parity"]["num_samples"] == 8
+    assert json.loads((output / "run.json").read_text())["device"] == "cuda"

@@ -29,9 +29,9 @@ import nncf_wcam  # noqa: F401  (must precede nncf.torch)
 from nncf_wcam import cli
 from nncf_wcam.cli.configs import read_config
 from nncf_wcam.cli.run_config import check_run_config
-from nncf_wcam.errors import NncfWcamError
 from nncf_wcam.core.training import NonFiniteLossError
 from nncf_wcam.core.training import make_optimizer
+from nncf_wcam.errors import NncfWcamError
 from nncf_wcam.io.atomic import OutputFolderError
 from nncf_wcam.io.atomic import atomic_torch_save
 from nncf_wcam.nncf2.checkpoint import load_checkpoint

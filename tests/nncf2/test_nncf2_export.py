@@ -24,8 +24,8 @@ from nncf_wcam.nncf2.export import export_ir
 from nncf_wcam.zoo.datasets import load_digits
 from nncf_wcam.zoo.models import SmallCNN
 
-from conftest import ir_against_model
 from conftest import DictOutputCNN
+from conftest import ir_against_model
 
 INPUT_SHAPE = [1, 1, 16, 16]
 INIT_NO_BN = {"batchnorm_adaptation": {"num_bn_adaptation_samples": 0}}
