@@ -147,3 +147,46 @@ def test_models_with_depthwise_residual_and_dict_outputs_train_and_export(digits
         torch_logits = select_logits(student.eval()(samples), logits_output).numpy()
     assert (ir_logits.argmax(1) == torch_logits.argmax(1)).mean() >= 0.95
     assert exported.manifest["matched_layers"] == layer and exported.manifest["logits_output"] == logits_output
+
+
+class _TupleOutput(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x), x.mean()
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["wrong-channels", "empty-batch", "a-list", "tuple-output-without-logits_output", "nan-weights"],
+)
+def test_bad_export_inputs_are_one_line_errors_and_write_nothing(trained_cnn, digits, tmp_path, case):
+    from nncf_wcam.errors import ExportError
+
+    student, samples = quantized(trained_cnn, digits), digits.test.tensors[0][:8]
+    model, inputs, words = student, samples, None
+    if case == "wrong-channels":
+        inputs, words = samples.repeat(1, 3, 1, 1), "failed on sample_inputs"
+    elif case == "empty-batch":
+        inputs, words = samples[:0], "non-empty batch"
+    elif case == "a-list":
+        inputs, words = list(samples), "torch tensor or numpy array"
+    elif case == "tuple-output-without-logits_output":
+        model, words = _TupleOutput(student), "not a tensor of logits"
+    else:
+        with torch.no_grad():
+            student.classifier.weight[0, 0] = float("nan")
+        words = "NaN or infinity"
+    with pytest.raises(ExportError, match=words) as error:
+        export_ir(model, tmp_path / "ir", inputs)
+    assert len(str(error.value).splitlines()) == 1 and not (tmp_path / "ir").exists()
+
+
+def test_numpy_and_float64_samples_and_tuple_outputs_with_logits_output_export(trained_cnn, digits, tmp_path):
+    student, samples = quantized(trained_cnn, digits), digits.test.tensors[0][:16]
+    assert export_ir(student, tmp_path / "np", samples.double().numpy()).manifest["parity"]["top1_agreement"] > 0
+    exported = export_ir(_TupleOutput(student), tmp_path / "tuple", samples, logits_output=0)
+    agreement, _ = (run_compiled(load_compiled(exported.output_dir), samples).argmax(1) == student.eval()(samples).argmax(1).numpy()).mean(), None
+    assert agreement >= 0.99

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from nncf_wcam.cli import distributed
 from nncf_wcam.cli.console import emit_json
+from nncf_wcam.cli.console import parity_text
 from nncf_wcam.cli.console import quiet_nncf
 from nncf_wcam.cli.console import result
 from nncf_wcam.cli.console import say
@@ -30,19 +31,21 @@ from nncf_wcam.cli.resolve import Run
 from nncf_wcam.cli.resolve import check_compress_flags
 from nncf_wcam.cli.resolve import check_model_settings
 from nncf_wcam.cli.resolve import resolve_run
+from nncf_wcam.cli.run_folder import naive_folder_lock
+from nncf_wcam.cli.run_folder import run_folder_lock
 from nncf_wcam.cli.run_settings import write_run_settings
 from nncf_wcam.cli.training_run import run_compression
 from nncf_wcam.cli.training_run import teacher_stage
 from nncf_wcam.evaluation.report import evaluate_models
 from nncf_wcam.evaluation.report import summary_lines
 from nncf_wcam.io.atomic import atomic_write_text
-from nncf_wcam.io.folder_lock import FolderLock
 from nncf_wcam.io.jsonable import to_jsonable
 from nncf_wcam.nncf2.checkpoint import CHECKPOINT_NAME
 from nncf_wcam.nncf2.checkpoint import TEACHER_NAME
 from nncf_wcam.nncf2.export import export_ir
 from nncf_wcam.nncf2.statistics import algorithm_names
 from nncf_wcam.nncf2.statistics import compression_statistics
+from nncf_wcam.errors import NncfWcamError
 from nncf_wcam.schema.blocks import ATTRIBUTION_MATCHING
 
 FIGURE_NAME = "attribution_maps.png"
@@ -55,15 +58,16 @@ def cmd_compress(args) -> int:
     total_start = time.perf_counter()
     distributed.init_from_env()
     quiet_nncf(args.verbose)
-    check_compress_flags(args)
     output = Path(args.output)
-    # One run at a time in a folder (rank 0 holds the lock for all ranks).
-    lock = FolderLock(output) if distributed.is_main() else contextlib.nullcontext()
-    with lock:
-        if getattr(lock, "taken_over", None):
-            say(f"note: took over the lock of a run that is no longer running ({lock.taken_over})")
-        run = resolve_run(args, output)
-        check_model_settings(run)
+    with contextlib.ExitStack() as held:
+        run, refusal = None, None
+        try:
+            check_compress_flags(args)
+            run = _locked_run(args, output, held)
+        except (NncfWcamError, OSError) as e:
+            refusal = e
+        # Under torchrun, a refusal on one rank stops every rank here, before any collective.
+        distributed.share_refusal(refusal)
         world = distributed.world_size()
         say(
             f"nncf-wcam compress: {run.settings.config_path} -> {output} ({run.data.description}; model {run.spec['name']}; "
@@ -72,6 +76,18 @@ def cmd_compress(args) -> int:
         )
         say(run.layer_note)
         return _compress(run, total_start)
+
+
+def _locked_run(args, output: Path, held: contextlib.ExitStack) -> Run:
+    """The run's folder locked (one run at a time; rank 0 holds the lock for all ranks) and its settings resolved."""
+    if distributed.is_main():
+        lock = held.enter_context(run_folder_lock(output, args.compare_naive))
+        if getattr(lock, "taken_over", None):
+            gone = "whose host released it" if lock.taken_over_elsewhere else "that is no longer running"
+            say(f"note: took over the lock of a run {gone} ({lock.taken_over})")
+    run = resolve_run(args, output)
+    check_model_settings(run)
+    return run
 
 
 def _train(run: Run, timings: dict) -> list:
@@ -86,7 +102,8 @@ def _train(run: Run, timings: dict) -> list:
     timings[f"{label}_training_s"] = runs[0].train_seconds
     if run.naive_config is not None:
         naive_path = run.output / NAIVE_DIR_NAME / CHECKPOINT_NAME
-        runs.append(run_compression(NAIVE, run.naive_config, dict(run.naive_config), run, naive_path, default_layers=runs[0].layers))
+        with naive_folder_lock(run.output) if distributed.is_main() else contextlib.nullcontext():
+            runs.append(run_compression(NAIVE, run.naive_config, dict(run.naive_config), run, naive_path, default_layers=runs[0].layers))
         timings[f"{NAIVE}_training_s"] = runs[1].train_seconds
     return runs
 
@@ -132,7 +149,7 @@ def _add_training_records(evaluated: dict, run: Run, runs: list, exported) -> No
         entry["steps"] = len(trained.history)
         entry["final_losses"] = trained.history[-1] if trained.history else None
         entry["training_s"] = trained.train_seconds
-    for key in ("parity", "precision"):
+    for key in ("parity", "parity_at_device_default", "precision"):
         evaluated["ir"][key] = exported.manifest[key]
     evaluated["ir"]["manifest"] = str(exported.manifest_path)
 
@@ -164,13 +181,12 @@ def _report(run: Run, runs: list, evaluated: dict, timings: dict, exported) -> d
 
 
 def _print_summary(run: Run, runs: list, evaluated: dict, timings: dict, exported) -> None:
-    output, ir = run.output, evaluated["ir"]
+    output = run.output
     result()
     for line in summary_lines(evaluated):
         result(line)
     result(
-        f"IR: {exported.xml_path} ({exported.manifest['precision']}; parity with PyTorch: max |logit diff| "
-        f"{ir['parity']['max_abs_diff']:.2g}, top-1 agreement {ir['parity']['top1_agreement']:.4f})"
+        f"IR: {exported.xml_path} ({exported.manifest['precision']}; {parity_text(exported.manifest)})"
     )
     result(f"Report: {output / REPORT_NAME}   Figure: {output / FIGURE_NAME}")
     parts = [f"{name[:-2].replace('_', ' ')} {seconds:.0f} s" for name, seconds in timings.items() if name != "total_s"]

@@ -68,6 +68,9 @@ def with_data_root(config: dict, data_root: Optional[str]) -> dict:
     return {**config, "dataset": {**dataset, "root": str(root.resolve())}}
 
 
+MAX_CONFIG_BYTES = 1024**2
+
+
 def read_config(path: str, data_root: Optional[str] = None) -> dict:
     """The config JSON as a dict; a missing file or bad JSON is a UsageError."""
     try:
@@ -75,7 +78,11 @@ def read_config(path: str, data_root: Optional[str] = None) -> dict:
     except ConfigNotFoundError as e:
         raise UsageError(str(e)) from e
     try:
-        data = json.loads(config_path.read_text(encoding="utf-8"))
+        with open(config_path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)  # a FIFO or /dev/zero as the config stops here too
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise UsageError(f"Config {path} is larger than {MAX_CONFIG_BYTES // 1024**2} MiB (NNCF configs take a few kB; it is copied into run.json and every checkpoint). Fix: check the file.")
+        data = json.loads(raw.decode("utf-8"))
     except json.JSONDecodeError as e:
         raise UsageError(f"Config {path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.") from e
     except RecursionError as e:

@@ -76,7 +76,7 @@ def emit_json(summary: dict) -> None:
 
 def print_json_summary() -> None:
     if Console.json and Console.summary is not None and distributed.is_main():
-        print(json.dumps(Console.summary), flush=True)
+        print(json.dumps(Console.summary, allow_nan=False), flush=True)
 
 
 def quiet_nncf(verbose: bool) -> None:
@@ -87,3 +87,16 @@ def quiet_nncf(verbose: bool) -> None:
     warnings.filterwarnings("ignore", message=r".*create_compressed_model' function is deprecated.*")
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     warnings.filterwarnings("ignore", message=r".*tensor\.detach\(\) first.*")
+
+
+def parity_text(manifest: dict) -> str:
+    """The IR's parity with PyTorch as checked, and at the device's default precision when that differs."""
+    checked, default = manifest["parity"], manifest.get("parity_at_device_default")
+    at = f" at {checked['inference_precision']}" if checked.get("inference_precision") else ""
+    text = f"parity with PyTorch (on {checked['device']}{at}): max |logit diff| {checked['max_abs_diff']:.2g}, top-1 agreement {checked['top1_agreement']:.4f}"
+    if default and default.get("inference_precision") != checked.get("inference_precision"):
+        text += (
+            f"; at {checked['device']}'s default precision ({default['inference_precision']}, what compile_model gives without a hint): "
+            f"max |logit diff| {default['max_abs_diff']:.2g}, top-1 agreement {default['top1_agreement']:.4f}"
+        )
+    return text

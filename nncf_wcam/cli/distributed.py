@@ -25,6 +25,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from torch.utils.data import DistributedSampler
 
+from nncf_wcam.errors import NncfWcamError
+
 _ENV_KEYS = ("RANK", "WORLD_SIZE")
 
 
@@ -98,6 +100,28 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     holder = [obj if rank() == src else None]
     dist.broadcast_object_list(holder, src=src)
     return holder[0]
+
+
+class RefusedOnAnotherRank(NncfWcamError):
+    """Another rank refused the run (a folder in use, a bad flag): this rank stops too, before any collective."""
+
+
+def share_refusal(error: Optional[BaseException]) -> None:
+    """Every rank learns whether any rank refused: then all stop at once (rank 0 says why, in one line),
+    instead of the others running on into a collective that fails with the transport's traceback."""
+    if not is_initialized():
+        if error is not None:
+            raise error
+        return
+    reasons = [None] * world_size()
+    dist.all_gather_object(reasons, None if error is None else str(error))
+    first = next((rank_ for rank_, reason in enumerate(reasons) if reason is not None), None)
+    if first is None:
+        return
+    if error is None:
+        error = RefusedOnAnotherRank(f"rank {first} refused the run: {reasons[first]}")
+    error.said_on_rank0 = not is_main()  # rank 0 prints the one line, the others stay silent
+    raise error
 
 
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@
 from pathlib import Path
 
 from nncf_wcam.cli.console import emit_json
+from nncf_wcam.cli.console import parity_text
 from nncf_wcam.cli.console import quiet_nncf
 from nncf_wcam.cli.console import result
 from nncf_wcam.cli.console import say
@@ -41,11 +42,8 @@ def cmd_export(args) -> int:
     parity = manifest["parity"]
     result(
         f"Exported {args.checkpoint} (epoch {checkpoint['epoch']}/{checkpoint['epochs']}) to {exported.xml_path} for {manifest['target_device']}: "
-        f"{manifest['precision']}, input shape {manifest['input_shape']}, parity (on {device}) max |logit diff| "
-        f"{parity['max_abs_diff']:.2g}, top-1 agreement {parity['top1_agreement']:.4f}."
+        f"{manifest['precision']}, input shape {manifest['input_shape']}, {parity_text(manifest)}."
     )
-    for note in manifest.get("notes", []):
-        result(f"Note: {note}")
     emit_json(
         {
             "command": "export",
@@ -57,6 +55,7 @@ def cmd_export(args) -> int:
             "precision": manifest["precision"],
             "input_shape": manifest["input_shape"],
             "parity": parity,
+            "parity_at_device_default": manifest.get("parity_at_device_default"),
             "matched_layers": manifest.get("matched_layers"),
             "notes": manifest.get("notes", []),
         }

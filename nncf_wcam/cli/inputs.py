@@ -73,8 +73,12 @@ def check_output_file(path: Optional[str], flag: str) -> None:
 
 
 def check_output_folder(path: Path) -> None:
+    """An output folder: not a file, and the nearest ancestor that exists (where it will be created) a folder."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"Output path {path} exists and is not a folder. Name a folder.")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UsageError(f"Output path {path}: {parent} is a file, not a folder. Name a folder.")
 
 
 def build_checked_model(spec: dict) -> torch.nn.Module:

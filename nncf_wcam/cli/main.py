@@ -15,6 +15,7 @@ a folder in use; permission, read-only or full-disk errors) prints one line on s
 a failed export exits with 1.
 """
 
+import json
 import sys
 from typing import Optional
 
@@ -31,33 +32,57 @@ from nncf_wcam.cli.run_config import ENVIRONMENT_ERRNOS
 from nncf_wcam.cli.run_config import environment_error_line
 from nncf_wcam.errors import ExportError
 from nncf_wcam.errors import NncfWcamError
+from nncf_wcam.nncf_common.extension_cache import allow_slow_extension_builds
+from nncf_wcam.nncf_common.extension_cache import check_extension_cache
+from nncf_wcam.nncf_common.extension_cache import extension_timeout_line
+from nncf_wcam.nncf_common.extension_cache import forget_abandoned_extension_loader
+from nncf_wcam.nncf_common.extension_cache import is_extension_timeout
+
+NNCF_COMMANDS = ("compress", "export", "evaluate")  # the commands that may compile NNCF's C++ extension
 
 
-def _fail(command: str, line: str, code: int, kind: str = "error") -> int:
-    print(f"{PROG} {command}: {kind}: {line}", file=sys.stderr)
+def _fail(command: str, line: str, code: int, kind: str = "error", error: Optional[BaseException] = None) -> int:
+    """The one line on stderr; with --json also one JSON object on stdout, so a script always reads one.
+
+    Under torchrun a refusal every rank shares is printed by rank 0 alone."""
+    if not getattr(error, "said_on_rank0", False):
+        print(f"{PROG} {command}: {kind}: {line}", file=sys.stderr)
+    if Console.json and distributed.is_main():
+        print(json.dumps({"command": command, "error": line, "exit_code": code}), flush=True)
     return code
 
 
 def main(argv: Optional[list] = None) -> int:
     args = build_parser().parse_args(argv)
     Console.configure(args)
+    timed_out = False
     try:
+        if args.command in NNCF_COMMANDS:
+            allow_slow_extension_builds()
+            check_extension_cache()
         with json_stdout(Console.json):
             code = args.func(args)
         print_json_summary()
     except NncfWcamError as e:
         failed = isinstance(e, ExportError) and e.exit_code == EXIT_FAILURE  # not a refusal of the input
-        return _fail(args.command, str(e), e.exit_code, "export failed" if failed else "error")
+        return _fail(args.command, str(e), e.exit_code, "export failed" if failed else "error", error=e)
     except RecursionError:
         return _fail(args.command, "the config nests too deeply to read. Fix: NNCF configs need 6 levels or fewer; check the file.", EXIT_USAGE)
     except OSError as e:
         if e.errno not in ENVIRONMENT_ERRNOS:
             raise
-        return _fail(args.command, environment_error_line(e), EXIT_USAGE)
+        return _fail(args.command, environment_error_line(e), EXIT_USAGE, error=e)
+    except Exception as e:
+        if not is_extension_timeout(e):
+            raise
+        timed_out = True
     except KeyboardInterrupt:
         hint = " (the last completed epoch's checkpoint is kept: continue with --resume)" if args.command == "compress" else ""
         print(f"{PROG} {args.command}: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         distributed.cleanup()
+    if timed_out:
+        forget_abandoned_extension_loader()
+        return _fail(args.command, extension_timeout_line(), EXIT_USAGE)
     return code

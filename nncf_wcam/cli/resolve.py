@@ -24,6 +24,7 @@ from nncf_wcam.cli.inputs import check_output_folder
 from nncf_wcam.cli.inputs import load_data
 from nncf_wcam.cli.inputs import validated_config
 from nncf_wcam.cli.run_config import check_flags
+from nncf_wcam.cli.run_folder import check_run_folder
 from nncf_wcam.cli.run_config import check_run_config
 from nncf_wcam.cli.run_settings import RUN_FILE
 from nncf_wcam.cli.run_settings import RunSettings
@@ -98,9 +99,11 @@ def check_compress_flags(args) -> None:
 
 
 def _saved_settings(args, output: Path) -> Optional[RunSettings]:
-    """The settings of the run already in `output` (None when there is none); refuses a new run over an old one."""
+    """The settings of the run already in `output` (None when there is none); refuses a new run over an old one,
+    and a folder of someone else's files."""
     checkpoint_path = output / CHECKPOINT_NAME
     existing = next((name for name in (RUN_FILE, CHECKPOINT_NAME) if (output / name).is_file()), None)
+    check_run_folder(output, holds_run=existing is not None)
     if existing and not args.resume:
         raise UsageError(f"{output} already holds a run ({existing}). Pass --resume to continue it, or choose another --output.")
     if not args.resume:

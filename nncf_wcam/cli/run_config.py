@@ -21,13 +21,18 @@ from nncf_wcam.core.generator import MAX_SEED
 from nncf_wcam.core.logits import select_logits
 from nncf_wcam.errors import NncfWcamError
 from nncf_wcam.schema.validation import plugin_blocks
+from nncf_wcam.zoo.datasets import MAX_IMAGE_SIZE
+from nncf_wcam.zoo.models import LIMITS
 from nncf_wcam.zoo.models import MODELS
 from nncf_wcam.zoo.models import create_model
 
 MAX_NESTING = 32  # NNCF configs nest 5 or 6 levels; deeper JSON only exhausts the recursion limit later
-MAX_IMAGE_SIZE = 256  # digits are upsampled in memory: 1,797 images at 256 x 256 already take 470 MB
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "none", "fixed", "multistep", "step", "cosine")
+# Beyond these the first optimizer step overflows float32 (Adam with base_lr 1e300) or diverges at once.
+OPTIMIZER_MAXIMA = {"base_lr": 10.0, "weight_decay": 1.0, "momentum": 1.0, "gamma": 10.0, "min_lr": 10.0}
+MAX_INPUT_BATCH = 1024  # input_info's batch only shapes NNCF's tracing and export input
+INPUT_TYPES = ("float", "float32")
 
 
 class RunConfigError(NncfWcamError, ValueError):
@@ -73,10 +78,12 @@ def _check_optimizer(spec: Any) -> None:
     kind = spec.get("type", "Adam")
     if not isinstance(kind, str) or kind.lower() not in OPTIMIZERS:
         raise RunConfigError(f"\"optimizer.type\": {_show(kind)} is not supported. Fix: use \"Adam\" or \"SGD\".")
-    for key in ("base_lr", "weight_decay", "momentum", "gamma", "min_lr"):
-        if key in spec and (not _is_number(spec[key]) or spec[key] < 0 or (key == "base_lr" and spec[key] == 0)):
-            kind_text = "a positive number" if key == "base_lr" else "a finite number >= 0"
-            raise RunConfigError(f"\"optimizer.{key}\": {_show(spec[key])} is not valid. Fix: set it to {kind_text}.")
+    for key, maximum in OPTIMIZER_MAXIMA.items():
+        value = spec.get(key, 1.0)
+        if not _is_number(value) or value < 0 or value > maximum or (key == "base_lr" and value == 0):
+            kind_text = "a positive number" if key == "base_lr" else "a number"
+            bound = f"from 0 to {maximum}" if key != "base_lr" else f"up to {maximum}"
+            raise RunConfigError(f"\"optimizer.{key}\": {_show(value)} is not valid. Fix: set it to {kind_text} {bound}.")
     schedule = spec.get("schedule_type", "constant")
     if not isinstance(schedule, str) or schedule.lower() not in SCHEDULES:
         raise RunConfigError(f"\"optimizer.schedule_type\": {_show(schedule)} is not supported. Fix: use one of {', '.join(SCHEDULES)}.")
@@ -103,17 +110,25 @@ def _check_dataset(spec: Any) -> None:
 
 
 def _sample_size(config: dict) -> Optional[list]:
+    """The one image input's sample_size: the CLI's models take one float image batch."""
     info = config.get("input_info")
     if info is None:
         return None
     infos = info if isinstance(info, list) else [info]
-    for index, entry in enumerate(infos):
-        size = entry.get("sample_size") if isinstance(entry, dict) else None
-        if not (isinstance(size, list) and len(size) >= 2 and all(_is_int(d) and d >= 1 for d in size)):
-            raise RunConfigError(
-                f"\"input_info\"[{index}].sample_size: {_show(size)} is not valid. Fix: a list of positive whole numbers, batch first, e.g. [1, 1, 16, 16]."
-            )
-    return infos[0]["sample_size"] if len(infos) == 1 else None
+    if len(infos) != 1:
+        raise RunConfigError(f"\"input_info\" lists {len(infos)} inputs; the command line's models take one image. Fix: keep one entry.")
+    entry = infos[0]
+    size = entry.get("sample_size") if isinstance(entry, dict) else None
+    if not (isinstance(size, list) and len(size) == 4 and all(_is_int(d) and d >= 1 for d in size)):
+        raise RunConfigError(f"\"input_info\".sample_size: {_show(size)} is not valid. Fix: four positive whole numbers, batch first, e.g. [1, 1, 16, 16].")
+    limits = ((size[0], 1, MAX_INPUT_BATCH, "batch"), (size[1], *LIMITS["in_channels"], "channels"))
+    for value, low, high, what in limits + tuple((d, 2, MAX_IMAGE_SIZE, "height and width") for d in size[2:]):
+        if not low <= value <= high:
+            raise RunConfigError(f"\"input_info\".sample_size {_show(size)}: {what} {value} is out of bounds. Fix: {what} from {low} to {high}.")
+    kind = entry.get("type", "float")
+    if kind not in INPUT_TYPES:
+        raise RunConfigError(f"\"input_info\".type: {_show(kind)} is not supported; the command line's models take float images. Fix: \"float\" or leave it out.")
+    return size
 
 
 def _check_model(config: dict) -> None:
@@ -123,13 +138,14 @@ def _check_model(config: dict) -> None:
     kwargs = config.get("model_kwargs", {})
     if not isinstance(kwargs, dict):
         raise RunConfigError(f"\"model_kwargs\": {_show(kwargs)} is not an object. Fix: write e.g. {{\"width\": 8}}.")
-    _whole(kwargs, "width", 1, 4096, where="model_kwargs.")
+    for key, (low, high) in LIMITS.items():
+        _whole(kwargs, key, low, high, where="model_kwargs.")
 
 
 def _check_model_runs(config: dict) -> None:
     """One forward on the config's input shape: the model builds, and every logits_output selects logits."""
     size = _sample_size(config)
-    if size is None or len(size) != 4:
+    if size is None:
         return
     kwargs = config.get("model_kwargs", {})
     try:

@@ -8,6 +8,7 @@ another seed) would continue a different run than the one on disk.
 
 import hashlib
 import json
+import re
 from dataclasses import asdict
 from dataclasses import dataclass
 from dataclasses import field
@@ -16,7 +17,9 @@ from typing import Optional
 
 import torch
 
+from nncf_wcam.core.generator import MAX_SEED
 from nncf_wcam.errors import NncfWcamError
+from nncf_wcam.errors import short_repr
 from nncf_wcam.io.atomic import atomic_write_text
 from nncf_wcam.io.jsonable import json_plain
 
@@ -99,24 +102,76 @@ def fresh_settings(args, config: dict, config_path: str) -> RunSettings:
     )
 
 
+def _whole(low: int, high: int):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def _optional(check):
+    return lambda v: v is None or check(v)
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+# Every field of run.json and what it must be: an edited or damaged file is refused, never half-used.
+FIELD_CHECKS = {
+    "config_path": lambda v: isinstance(v, str),
+    "config_sha256": lambda v: isinstance(v, str) and bool(_HEX64.fullmatch(v)),
+    "config": lambda v: isinstance(v, dict),
+    "epochs": _whole(1, 100000),
+    "teacher_epochs": _whole(1, 100000),
+    "seed": _whole(0, MAX_SEED),
+    "dataset": _optional(lambda v: isinstance(v, dict)),
+    "batch_size": _whole(1, 1 << 20),
+    "optimizer": _optional(lambda v: isinstance(v, dict)),
+    "eval_samples": _whole(1, 10**7),
+    "device": lambda v: isinstance(v, str) and 0 < len(v) < 64,
+    "max_steps": _optional(_whole(1, 10**9)),
+    "compare_naive": lambda v: isinstance(v, bool),
+    "teacher": lambda v: isinstance(v, dict)
+    and v.get("source") in ("trained", "file", "checkpoint")
+    and _optional(lambda p: isinstance(p, str))(v.get("path"))
+    and _optional(lambda s: isinstance(s, str) and bool(_HEX64.fullmatch(s)))(v.get("sha256")),
+}
+
+
+def _damaged(path: Path, what: str) -> RunSettingsError:
+    return RunSettingsError(f"{path}: {what}; the run file was edited or is damaged, so the run cannot be continued. Start a new run in another --output.")
+
+
+def _checked(data: dict, path: Path) -> RunSettings:
+    """The run file's settings, every field checked, the config against its sha256 and the fields the config sets."""
+    missing = [name for name in FIELD_CHECKS if name not in data]
+    if missing:
+        raise _damaged(path, f"it lacks {', '.join(missing)}")
+    for name, check in FIELD_CHECKS.items():
+        if not check(data[name]):
+            raise _damaged(path, f"\"{name}\" is {short_repr(data[name])}")
+    settings = RunSettings(**{name: data[name] for name in FIELD_CHECKS})
+    if config_digest(settings.config) != settings.config_sha256:
+        raise _damaged(path, "its config no longer matches the sha256 recorded beside it")
+    derived = {"dataset": settings.config.get("dataset"), "optimizer": settings.config.get("optimizer"), "batch_size": settings.config.get("batch_size", DEFAULT_BATCH_SIZE)}
+    for name, value in derived.items():
+        if json_plain(value) != json_plain(getattr(settings, name)):
+            raise _damaged(path, f"\"{name}\" {short_repr(getattr(settings, name))} is not its config's {short_repr(value)}")
+    return settings
+
+
 def read_run_settings(folder) -> Optional[RunSettings]:
-    """The settings in `folder/run.json`, or None when there is none."""
+    """The settings in `folder/run.json`, or None when there is none; a damaged or edited file is refused in one line."""
     path = Path(folder) / RUN_FILE
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return None
+    if not path.is_file():
+        raise _damaged(path, "it is not a regular file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise RunSettingsError(f"Cannot read {path} ({type(e).__name__}): --resume needs it. Start a new run in another --output.") from e
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise RunSettingsError(f"{path} is not an nncf-wcam run file. Start a new run in another --output.")
-    if not isinstance(data.get("version"), int) or data["version"] > VERSION:
-        raise RunSettingsError(f"{path} has run-file version {data.get('version')!r}; this nncf-wcam reads up to {VERSION}. Upgrade nncf-wcam.")
-    names = set(RunSettings.__dataclass_fields__)
-    try:
-        return RunSettings(**{k: v for k, v in data.items() if k in names})
-    except TypeError as e:
-        raise RunSettingsError(f"{path} is incomplete ({e}). Start a new run in another --output.") from e
+    version = data.get("version")
+    if not _whole(1, VERSION)(version):
+        raise RunSettingsError(f"{path} has run-file version {short_repr(version)}; this nncf-wcam reads versions 1 to {VERSION}. Start a new run, or use the nncf-wcam that wrote it.")
+    return _checked(data, path)
 
 
 def settings_from_checkpoint(checkpoint: dict, config_path: str, compare_naive: bool = False) -> RunSettings:
@@ -180,16 +235,16 @@ def check_checkpoint(checkpoint: dict, path, *, settings: RunSettings, config: d
     if teacher_sha256 is not None and state_digest(checkpoint["teacher_state_dict"]) != teacher_sha256:
         msg = f"--resume: {path} was trained with another teacher than this run's ({RUN_FILE}): the folder mixes two runs. Start a new run in another --output."
         raise RunSettingsError(msg)
-    saved_config = checkpoint.get("config", {})
+    saved_config = {k: v for k, v in checkpoint.get("config", {}).items() if k != "log_dir"}
     recorded = {
         "dataset": (checkpoint.get("dataset", saved_config.get("dataset")), settings.dataset),
-        "batch size": (int(saved_config.get("batch_size", DEFAULT_BATCH_SIZE)), settings.batch_size),
+        "batch size": (saved_config.get("batch_size", DEFAULT_BATCH_SIZE), settings.batch_size),
         "optimizer": (saved_config.get("optimizer"), settings.optimizer),
         "seed": (checkpoint.get("seed"), settings.seed),
         "epochs": (checkpoint.get("epochs"), settings.epochs),
+        "max steps per epoch": (checkpoint.get("max_steps"), settings.max_steps),
+        "config": (saved_config, {k: v for k, v in config.items() if k != "log_dir"}),  # every key: dataset, freeze_bn_epochs, ...
     }
-    for key in ("compression", "model", "model_kwargs", "input_info"):
-        recorded[f"config key \"{key}\""] = (saved_config.get(key), config.get(key))
     for what, (theirs, ours) in recorded.items():
         if json_plain(theirs) != json_plain(ours):
             msg = (

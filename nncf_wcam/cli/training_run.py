@@ -23,6 +23,7 @@ from nncf_wcam.cli.resolve import Run
 from nncf_wcam.cli.run_settings import state_digest
 from nncf_wcam.cli.run_settings import write_run_settings
 from nncf_wcam.core.training import batchnorm_frozen
+from nncf_wcam.core.training import check_finite_model
 from nncf_wcam.core.training import make_lr_scheduler
 from nncf_wcam.core.training import make_optimizer
 from nncf_wcam.core.training import train_teacher
@@ -158,6 +159,7 @@ def _train_epochs(training: _Training, start_epoch: int, history: list) -> None:
             history.extend(records)
             if training.lr_scheduler is not None:
                 training.lr_scheduler.step()
+            check_finite_model(training.compressed, epoch)  # a step that overflowed is never saved
             if distributed.is_main():
                 _save_epoch(training, epoch, history)
             distributed.barrier()

@@ -96,14 +96,14 @@ class ActivationCapture:
         self._handles = []
 
 
-def detached(obj: Any) -> Any:
-    """The same nested structure with every tensor detached."""
+def detached_copy(obj: Any) -> Any:
+    """The same nested structure with every tensor detached and copied (what a forward may later change in place)."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach()
+        return obj.detach().clone()
     if isinstance(obj, (list, tuple)):
-        return type(obj)(detached(o) for o in obj)
+        return type(obj)(detached_copy(o) for o in obj)
     if isinstance(obj, dict):
-        return {k: detached(v) for k, v in obj.items()}
+        return {k: detached_copy(v) for k, v in obj.items()}
     return obj
 
 
@@ -137,19 +137,26 @@ class TrainingForwardCapture:
         self.release()
         self._on_new_pass()
         self.capturing = module.training and torch.is_grad_enabled()
-        if not (self.capturing and self._input_grad):
+        if not self.capturing:
+            return None
+        # Copied before the forward runs: a model that normalizes its input in place (x.sub_(mean)) must
+        # not change what the teacher is then given.
+        self.inputs = (detached_copy(args), detached_copy(kwargs))
+        if not self._input_grad:
             return None
         x = first_input(args, kwargs)
         if x.requires_grad:
+            self.input = x
             return None
-        return (x.detach().requires_grad_(True), *args[1:]), kwargs
+        self.input = x.detach().requires_grad_(True)
+        # The forward gets a copy of the leaf: in-place operations on the input then work, and the
+        # gradients still reach the leaf.
+        return (self.input.clone(), *args[1:]), kwargs
 
     def _end(self, _module: nn.Module, args, kwargs, output) -> None:
         if in_auxiliary_forward():
             return
         if self.capturing:
-            self.inputs = (detached(args), detached(kwargs))
-            self.input = args[0] if args and isinstance(args[0], torch.Tensor) else None
             self.output = output
         self.capturing = False
 

@@ -208,7 +208,7 @@ class AttributionMatcher:
         if self.input_method is not None:
             # Input-space maps need the teacher's graph from the input on.
             teacher_input = first_input(args, kwargs).detach().requires_grad_(True)
-            args = (teacher_input, *args[1:])
+            args = (teacher_input.clone(), *args[1:])  # a copy: the teacher may change its input in place
             grad_mode = torch.enable_grad()
         self._teacher_running = True
         try:

@@ -97,6 +97,21 @@ class NonFiniteLossError(NncfWcamError, RuntimeError):
     """A training loss became NaN or infinite: training stopped before that step changed any weight."""
 
 
+class NonFiniteWeightsError(NonFiniteLossError):
+    """A training step turned weights NaN or infinite (a finite loss whose gradient overflowed): nothing was saved."""
+
+
+def check_finite_model(model: nn.Module, epoch: int) -> None:
+    """Refuses a model whose parameters or buffers hold NaN or infinity, before it is saved or exported."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            msg = (
+                f"After epoch {epoch + 1}, {name} holds NaN or infinite values: a training step overflowed. Nothing of this "
+                "epoch was saved; the last checkpoint is kept. Fix: lower the weights of the compression algorithms or the learning rate."
+            )
+            raise NonFiniteWeightsError(msg)
+
+
 def check_finite_losses(task_loss, compression_loss, epoch: int, step: int) -> None:
     """Stops at the first NaN or infinite loss, naming the step and which loss, so no NaN weights are saved."""
     for name, loss in (("task", task_loss), ("compression", compression_loss)):

@@ -5,7 +5,10 @@ existing folder is replaced only when it provably is an earlier export of ours (
 `"producer": "nncf_wcam"` and it holds nothing else); anything else is refused, untouched.
 """
 
+import errno
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -74,6 +77,12 @@ def check_replaceable(output_dir: Path) -> None:
     output_dir = followed(Path(output_dir))
     if not output_dir.exists():
         return
+    if os.path.ismount(output_dir):
+        msg = (
+            f"Output folder {output_dir} is a mount point: exporting replaces the folder as a whole, which a mount "
+            f"point cannot be. Fix: name a folder inside it, e.g. {output_dir / 'ir'}."
+        )
+        raise OutputFolderError(msg)
     if not output_dir.is_dir():
         raise OutputFolderError(f"Output path {output_dir} exists and is not a folder. Fix: name a folder for the IR.")
     try:
@@ -89,3 +98,14 @@ def check_replaceable(output_dir: Path) -> None:
             "folder as a whole, so nothing was touched. Fix: name a new or empty folder."
         )
         raise OutputFolderError(msg)
+
+
+def save_model(model: ov.Model, xml_path: Path) -> None:
+    """ov.save_model, with a full disk said as one: OpenVINO reports it as "basic_ios::clear: iostream error"."""
+    try:
+        ov.save_model(model, str(xml_path), compress_to_fp16=False)
+    except RuntimeError as e:
+        weights = sum(op.get_byte_size() for op in model.get_ops() if op.get_type_name() == "Constant")
+        if shutil.disk_usage(xml_path.parent).free < 2 * weights + (1 << 20):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from e  # the caller names the output folder
+        raise

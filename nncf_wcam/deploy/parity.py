@@ -26,11 +26,29 @@ def _flatten_tensors(outputs: Any) -> list:
     return []
 
 
+class ExportInputError(ExportError, ValueError):
+    """The samples or the logits selector an export was given do not fit the model (fix the input)."""
+
+    exit_code = 2
+
+
+def sample_batch(samples) -> torch.Tensor:
+    """The parity samples as a float32 tensor, B x ... with B >= 1 (numpy arrays and float64 are converted)."""
+    if isinstance(samples, np.ndarray):
+        samples = torch.from_numpy(np.ascontiguousarray(samples))
+    if not isinstance(samples, torch.Tensor) or not (samples.is_floating_point() or samples.dtype in (torch.uint8, torch.int64, torch.int32)):
+        msg = f"sample_inputs is a {type(samples).__name__}; export needs a batch of inputs as a torch tensor or numpy array (B x C x H x W)."
+        raise ExportInputError(msg)
+    if samples.dim() < 2 or len(samples) == 0:
+        raise ExportInputError(f"sample_inputs has shape {tuple(samples.shape)}: export needs a non-empty batch, B x C x H x W.")
+    return samples.detach().float()
+
+
 def torch_logits(model: torch.nn.Module, inputs: torch.Tensor, logits_output: LogitsSelector = None) -> tuple:
     """(logits, index of the logits among the exported graph outputs) of the model in eval mode, without gradients.
 
     The model's training mode is restored afterwards. A model that fails on the samples, or whose output
-    holds no logits where `logits_output` says, raises ExportError.
+    holds no logits where `logits_output` says, raises ExportInputError.
     """
     was_training = model.training
     param = next(model.parameters(), None)
@@ -40,13 +58,13 @@ def torch_logits(model: torch.nn.Module, inputs: torch.Tensor, logits_output: Lo
             outputs = model(inputs.to(param.device if param is not None else "cpu"))
     except RuntimeError as e:
         msg = f"The model failed on sample_inputs {tuple(inputs.shape)} ({error_summary(e)}). Pass a batch shaped like the model's input."
-        raise ExportError(msg) from e
+        raise ExportInputError(msg) from e
     finally:
         model.train(was_training)
     try:
         logits = select_logits(outputs, logits_output)
     except ValueError as e:
-        raise ExportError(str(e)) from e
+        raise ExportInputError(str(e)) from e
     index = next(i for i, tensor in enumerate(_flatten_tensors(outputs)) if tensor is logits)
     return logits, index
 
@@ -55,6 +73,10 @@ def parity(torch_logits: np.ndarray, ir_logits: np.ndarray) -> dict:
     """Maximum absolute logit difference and top-1 agreement of the IR with PyTorch."""
     if torch_logits.shape != ir_logits.shape:
         raise ExportError(f"The IR's logits have shape {ir_logits.shape}, PyTorch's {torch_logits.shape}.")
+    for who, logits in (("The PyTorch model's", torch_logits), ("The IR's", ir_logits)):
+        if not np.isfinite(logits).all():
+            msg = f"{who} logits on the samples hold NaN or infinity: nothing was exported. Fix: check the model's weights (a training step that overflowed?)."
+            raise ExportError(msg)
     return {
         "num_samples": int(len(torch_logits)),
         "max_abs_diff": float(np.abs(torch_logits - ir_logits).max()),

@@ -33,6 +33,14 @@ def compile_model(model: Union[ov.Model, str, os.PathLike], device: str, inferen
     return ov.Core().compile_model(model, device, properties)
 
 
+def precision_hint(compiled: ov.CompiledModel) -> Optional[str]:
+    """The float precision a compiled model runs at ("f32", "bf16", "f16"), or None where the device does not say."""
+    try:
+        return str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+    except RuntimeError:
+        return None
+
+
 def set_batch(model: ov.Model, batch: int) -> None:
     """Sets the first dimension of every input to `batch` (-1: dynamic); raises ExportError if the model cannot."""
     new_shapes = {}

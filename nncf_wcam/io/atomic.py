@@ -41,6 +41,17 @@ def _umask() -> int:
     return mask
 
 
+@contextlib.contextmanager
+def errors_name(path: PathLike) -> Iterator[None]:
+    """An OSError raised inside without a file name (a full disk during a write) gets `path`, the file the user named."""
+    try:
+        yield
+    except OSError as error:
+        if isinstance(error.filename, str) or error.errno is None:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from error
+
+
 def atomic_write(path: PathLike, write: Callable[[Any], None]) -> Path:
     """Writes through `write(file object)` to a temporary file beside `path`, then renames it over `path`."""
     path = Path(path)
@@ -48,17 +59,15 @@ def atomic_write(path: PathLike, write: Callable[[Any], None]) -> Path:
     clean_stale_staging(path)  # what a writer killed before its rename left behind
     descriptor, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=file_staging_prefix(path.name), suffix=".tmp")
     try:
-        with os.fdopen(descriptor, "wb") as f:
+        with errors_name(path), os.fdopen(descriptor, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp_name, path)
-    except BaseException as error:
+    except BaseException:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
-        if isinstance(error, OSError) and not isinstance(error.filename, str):
-            raise OSError(error.errno, error.strerror, str(path)) from error  # name the file (a full disk, ...)
         raise
     return path
 
@@ -76,7 +85,7 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: PathLike) -> Iterator[Path]:
+def atomic_directory(path: PathLike, before_swap: Callable[[Path], None] = lambda target: None) -> Iterator[Path]:
     """Yields an empty staging folder; on success it replaces `path` as a whole, on failure it vanishes.
 
     The staging folder is a sibling of `path` (same filesystem, so the swap is a rename). An existing
@@ -86,7 +95,8 @@ def atomic_directory(path: PathLike) -> Iterator[Path]:
     renames of the swap could leave the old version under `.<name>.old-<pid>-<id>` next to `path`;
     the next write to `path` removes such leftovers of dead processes (`staging.clean_stale_staging`).
     A symbolic link is followed: the folder it points to is replaced and the link kept; a dangling
-    link is refused (`OutputFolderError`).
+    link is refused (`OutputFolderError`). `before_swap(target)` runs right before the swap (the export's
+    folder check again: something written into the folder while the IR was built is never deleted).
     """
     target = followed(Path(path)).absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +106,7 @@ def atomic_directory(path: PathLike) -> Iterator[Path]:
     staging.mkdir()
     try:
         yield staging
+        before_swap(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -119,7 +130,11 @@ def _swap_in(staging: Path, target: Path, backup: Path) -> None:
     if not target.exists():
         os.replace(staging, target)
         return
-    os.replace(target, backup)
+    try:
+        os.replace(target, backup)
+    except BaseException:  # e.g. EBUSY: a mount point cannot be renamed; the earlier version is untouched
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     try:
         os.replace(staging, target)
     except BaseException:

@@ -1,6 +1,7 @@
 """Values made JSON: NNCF states and statistics, numpy and torch values."""
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -13,11 +14,16 @@ def json_plain(value: Any) -> Any:
 
 
 def to_jsonable(value: Any) -> Any:
-    """Turns NNCF statistics objects (plain attribute holders), numpy and torch values into JSON types."""
-    if isinstance(value, (str, bool, int, float)) or value is None:
+    """Turns NNCF statistics objects (plain attribute holders), numpy and torch values into JSON types.
+
+    NaN and infinity, which JSON has no token for, become null.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (str, bool, int)) or value is None:
         return value
     if isinstance(value, (np.generic, torch.Tensor, np.ndarray)):
-        return value.tolist()
+        return to_jsonable(value.tolist())
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):

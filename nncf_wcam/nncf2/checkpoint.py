@@ -24,6 +24,7 @@ import os
 import pickle
 import random
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 from typing import Optional
@@ -39,6 +40,9 @@ from torch import nn
 from nncf_wcam.errors import NncfWcamError
 from nncf_wcam.errors import error_summary
 from nncf_wcam.io.atomic import atomic_torch_save
+from nncf_wcam.nncf2.checkpoint_checks import CheckpointError
+from nncf_wcam.nncf2.checkpoint_checks import check_checkpoint_fields
+from nncf_wcam.nncf2.checkpoint_checks import check_state_dict
 from nncf_wcam.io.jsonable import json_plain
 from nncf_wcam.zoo.models import create_model
 
@@ -47,10 +51,6 @@ TEACHER_FORMAT = "nncf_wcam.teacher"
 VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
 TEACHER_NAME = "teacher.pt"
-
-
-class CheckpointError(NncfWcamError, ValueError):
-    """A checkpoint or teacher file is missing, unreadable, or not what was expected."""
 
 
 # --------------------------------------------------------------------------- RNG states
@@ -97,7 +97,9 @@ def _load(path: Union[str, os.PathLike], what: str) -> Any:
     if not path.is_file():
         raise CheckpointError(f"{what} not found: {path}.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickles it refuses: the one line below says it
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError as e:
         raise CheckpointError(f"Cannot read {what} {path}: permission denied. Fix: make the file readable (chmod u+r).") from e
     except IsADirectoryError as e:
@@ -136,6 +138,7 @@ def load_teacher_state(path: Union[str, os.PathLike], spec: Optional[dict] = Non
         state = data
     else:
         raise CheckpointError(f"{path} holds no teacher weights (expected a teacher.pt, a checkpoint.pt or a state_dict).")
+    check_state_dict(state, Path(path), "teacher state_dict")
     if spec is not None:
         model = build_model(spec)
         try:
@@ -197,8 +200,8 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> dict:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an nncf-wcam checkpoint (written by `nncf-wcam compress`).")
     version = data.get("version", 0)
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise CheckpointError(f"{path} has checkpoint version {version!r:.40}, not a whole number: it was not written by nncf-wcam.")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path} has checkpoint version {version!r:.40}, not a whole number from 1 to {VERSION}: it was not written by nncf-wcam.")
     if version > VERSION:
         raise CheckpointError(f"{path} has checkpoint version {version}; this nncf-wcam reads up to {VERSION}.")
     missing = [key for key in REQUIRED_KEYS if key not in data]
@@ -206,6 +209,7 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> dict:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}: it is incomplete or was not written by `nncf-wcam compress`.")
     if not isinstance(data["config"], dict) or not isinstance(data["model"], dict):
         raise CheckpointError(f"{path}: its config or model entry is not a mapping; it was not written by `nncf-wcam compress`.")
+    check_checkpoint_fields(data, Path(path))
     return data
 
 
@@ -219,11 +223,17 @@ def restore_compressed_model(checkpoint: dict, log_dir: Optional[Union[str, os.P
     config_dict = dict(checkpoint["config"])
     if log_dir is not None:
         config_dict["log_dir"] = str(log_dir)
-    config = NNCFConfig.from_dict(config_dict)
-    model = build_model(checkpoint["model"])
-    model.load_state_dict(checkpoint["teacher_state_dict"])
-    compression_ctrl, compressed = create_compressed_model(model, config, compression_state=checkpoint["compression_state"])
-    load_state(compressed, checkpoint["state_dict"], is_resume=True)
-    teacher = build_model(checkpoint["model"])
-    teacher.load_state_dict(checkpoint["teacher_state_dict"])
+    try:
+        config = NNCFConfig.from_dict(config_dict)
+        model = build_model(checkpoint["model"])
+        model.load_state_dict(checkpoint["teacher_state_dict"])
+        compression_ctrl, compressed = create_compressed_model(model, config, compression_state=checkpoint["compression_state"])
+        load_state(compressed, checkpoint["state_dict"], is_resume=True)
+        teacher = build_model(checkpoint["model"])
+        teacher.load_state_dict(checkpoint["teacher_state_dict"])
+    except NncfWcamError:
+        raise
+    except Exception as e:  # NNCF, jsonschema and torch raise many types for a file that loads but does not fit
+        msg = f"The checkpoint's model cannot be rebuilt ({error_summary(e, limit=200)}). Fix: use a checkpoint written by nncf-wcam compress, unedited."
+        raise CheckpointError(msg) from e
     return compression_ctrl, compressed, teacher.eval()

@@ -22,6 +22,7 @@ from nncf_wcam.core.logits import LogitsSelector
 from nncf_wcam.deploy.ir_pruning import prune_ir
 from nncf_wcam.deploy.ir_statistics import ir_statistics
 from nncf_wcam.deploy.ir_statistics import torch_weight_values
+from nncf_wcam.deploy.parity import sample_batch
 from nncf_wcam.deploy.parity import torch_logits
 from nncf_wcam.deploy.quantizer_ranges import align_fake_quantize_ranges
 from nncf_wcam.deploy.runtime import LOGITS_TENSOR_NAME
@@ -110,6 +111,7 @@ def export_ir(
     if logits_output is None and config is not None:
         logits_output = config.get("logits_output")
     statistics = dict(compression_ctrl.statistics())
+    sample_inputs = sample_batch(sample_inputs)
     logits, logits_index = torch_logits(compressed_model, sample_inputs, logits_output)
     logger.info("Exporting ONNX and converting it to OpenVINO.")
     model = _onnx_to_ov(compression_ctrl, compressed_model)

@@ -24,6 +24,8 @@ from nncf_wcam.core.logits import LogitsSelector
 from nncf_wcam.core.logits import select_logits
 from nncf_wcam.core.training import batchnorm_frozen
 from nncf_wcam.core.training import check_finite_losses
+from nncf_wcam.core.training import check_finite_model
+from nncf_wcam.nncf_common.extension_cache import check_extension_cache
 from nncf_wcam.core.training import freeze_batchnorm_statistics
 from nncf_wcam.core.training import loss_value
 from nncf_wcam.core.training import make_lr_scheduler
@@ -58,6 +60,7 @@ def compress(model: nn.Module, config: NNCFConfig, train_data: Dataset, batch_si
 
     `device` (e.g. "cuda"): where the model is compressed, initialized and then trained (default: where it is).
     """
+    check_extension_cache()  # a killed compile's lock would otherwise hang NNCF's first quantizer call
     batch_size = batch_size or config.get("batch_size", 64)
     if device is not None:
         model.to(device)
@@ -162,6 +165,7 @@ def fine_tune(
         freeze_bn = batchnorm_frozen(epoch, epochs, freeze_bn_epochs)
         records = train_epoch(compression_ctrl, model, loader, optimizer, epoch, epochs, max_steps=max_steps, logits_output=logits_output, progress=progress, device=device, freeze_bn=freeze_bn)
         history += [{**record, "lr": lr} for record in records]
+        check_finite_model(model, epoch)
         if lr_scheduler is not None:
             lr_scheduler.step()
         if after_epoch is not None:

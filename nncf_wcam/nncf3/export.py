@@ -15,6 +15,7 @@ from torch import nn
 
 from nncf_wcam.core.logits import LogitsSelector
 from nncf_wcam.deploy.ir_statistics import ir_statistics
+from nncf_wcam.deploy.parity import sample_batch
 from nncf_wcam.deploy.parity import torch_logits
 from nncf_wcam.deploy.runtime import LOGITS_TENSOR_NAME
 from nncf_wcam.deploy.writer import ExportResult
@@ -64,6 +65,7 @@ def export_ir(
         with PyTorch on `sample_inputs` is below `min_top1_agreement`.
     """
     plan = plan_export(output_dir, device=device, target_device=target_device, dynamic_batch=dynamic_batch, min_top1_agreement=min_top1_agreement, inference_precision=inference_precision)
+    sample_inputs = sample_batch(sample_inputs)
     logits, logits_index = torch_logits(model, sample_inputs, logits_output)
     converted = _converted(model, sample_inputs)
     if len(converted.inputs) != 1:

@@ -9,8 +9,9 @@ from nncf_wcam.core.matcher import DEFAULT_WEIGHT
 
 ATTRIBUTION_MATCHING = "attribution_matching"
 
-# The losses are float32 tensors: a multiplier above this is inf there (and every step NaN).
-FLOAT32_MAX = 3.4028234663852886e38
+# The largest loss multiplier: useful values are 0.1 to 1,000; far larger ones only overflow float32 gradients
+# (a multiplier near float32's maximum gives a finite loss whose gradient turns the weights NaN).
+MAX_MULTIPLIER = 1e6
 
 ATTRIBUTION_MATCHING_DEFAULTS = {
     "method": "wcam",
@@ -41,7 +42,7 @@ ATTRIBUTION_MATCHING_SCHEMA = {
         "weight": {
             "type": "number",
             "minimum": 0,
-            "maximum": FLOAT32_MAX,
+            "maximum": MAX_MULTIPLIER,
             "default": ATTRIBUTION_MATCHING_DEFAULTS["weight"],
             "description": "beta, the multiplier of the layer maps' distance. The distance is, per sample, the sum "
             "over positions of the squared difference of the L2-normalized maps (2 * (1 - cosine), in [0, 4] for any "
@@ -61,7 +62,7 @@ ATTRIBUTION_MATCHING_SCHEMA = {
         },
         "layer_weights": {
             "type": ["array", "null"],
-            "items": {"type": "number", "minimum": 0, "maximum": FLOAT32_MAX},
+            "items": {"type": "number", "minimum": 0, "maximum": MAX_MULTIPLIER},
             "minItems": 1,
             "default": ATTRIBUTION_MATCHING_DEFAULTS["layer_weights"],
             "description": "lambda_l, one non-negative weight per entry of \"layers\" (default 1.0 each).",
@@ -92,7 +93,7 @@ ATTRIBUTION_MATCHING_SCHEMA = {
         "input_weight": {
             "type": "number",
             "minimum": 0,
-            "maximum": FLOAT32_MAX,
+            "maximum": MAX_MULTIPLIER,
             "default": ATTRIBUTION_MATCHING_DEFAULTS["input_weight"],
             "description": "Multiplier of the input maps' distance (the same [0, 4] distance as \"weight\").",
         },
@@ -139,7 +140,7 @@ SALIENCY_GUIDED_SCHEMA = {
         "weight": {
             "type": "number",
             "minimum": 0,
-            "maximum": FLOAT32_MAX,
+            "maximum": MAX_MULTIPLIER,
             "default": SALIENCY_GUIDED_DEFAULTS["weight"],
             "description": "lambda, the multiplier of the KL term (the authors used 1.0).",
         },

@@ -24,6 +24,7 @@ from nncf_wcam.zoo.idx import load_idx_pair
 logger = logging.getLogger("nncf_wcam")
 
 DATA_ROOT_ENV = "NNCF_WCAM_DATA_ROOT"
+MAX_IMAGE_SIZE = 256  # digits are upsampled in memory: 1,797 images at 256 x 256 already take 470 MB
 IDX_DATASETS = ("mnist", "fashion_mnist")
 
 
@@ -85,6 +86,11 @@ def load_mnist(root: os.PathLike, name: str = "mnist") -> DatasetSplit:
 def load_digits(image_size: int = 16, test_fraction: float = 0.25, seed: int = 0) -> DatasetSplit:
     """scikit-learn's 1,797 real 8 x 8 handwritten digits, upsampled to `image_size` (shipped, no download)."""
     from sklearn.datasets import load_digits as sklearn_digits
+
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or not 2 <= image_size <= MAX_IMAGE_SIZE:
+        raise DataError(f"digits: image_size {image_size!r:.40} is out of bounds. Fix: a whole number from 2 to {MAX_IMAGE_SIZE}.")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0.01 <= test_fraction <= 0.99:
+        raise DataError(f"digits: test_fraction {test_fraction!r:.40} leaves no training or no test data. Fix: a number from 0.01 to 0.99.")
 
     bunch = sklearn_digits()
     images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)

@@ -4,9 +4,13 @@ The architectures a user would reach for (a VGG-style CNN, a ResNet in torchvisi
 MobileNetV2-style network with depthwise convolutions and a dict output) in plain torch.
 """
 
+import inspect
 from typing import Sequence
 
 from torch import nn
+
+from nncf_wcam.errors import NncfWcamError
+from nncf_wcam.errors import short_repr
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> list:
@@ -178,9 +182,30 @@ MODELS = {
 }
 
 
+# Bounds of what a config or a checkpoint may ask for: the largest of these models stays under a few hundred MB.
+LIMITS = {"in_channels": (1, 64), "num_classes": (1, 100000), "width": (1, 512), "expansion": (1, 16)}
+
+
+class ModelSpecError(NncfWcamError, ValueError):
+    """A model name or argument a config or checkpoint asks for is unknown or out of bounds."""
+
+
+def _check_argument(name: str, value) -> None:
+    low, high = LIMITS[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ModelSpecError(f"Model argument {name}={short_repr(value)} is out of bounds. Fix: a whole number from {low} to {high}.")
+
+
 def create_model(name: str, in_channels: int, num_classes: int, **kwargs) -> nn.Module:
-    """Builds a model by the name used in configs' top-level `"model"` key."""
-    if name not in MODELS:
-        msg = f"Unknown model '{name}'. Known models: {', '.join(sorted(MODELS))}. Set the config's \"model\" to one of them."
-        raise ValueError(msg)
+    """Builds a model by the name used in configs' top-level `"model"` key; unknown names and arguments out of bounds are one line."""
+    if not isinstance(name, str) or name not in MODELS:
+        msg = f"Unknown model {short_repr(name)}. Known models: {', '.join(sorted(MODELS))}. Set the config's \"model\" to one of them."
+        raise ModelSpecError(msg)
+    accepted = set(inspect.signature(MODELS[name]).parameters) - {"in_channels", "num_classes"}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise ModelSpecError(f"Model '{name}' takes no argument {short_repr(unknown[0])}. Its arguments: {', '.join(sorted(accepted)) or 'none'}.")
+    for key, value in {"in_channels": in_channels, "num_classes": num_classes, **kwargs}.items():
+        if key in LIMITS:
+            _check_argument(key, value)
     return MODELS[name](in_channels=in_channels, num_classes=num_classes, **kwargs)

@@ -274,7 +274,11 @@ def test_export_for_an_npu_this_machine_lacks(run_dir, tmp_path, capsys):
     import openvino as ov
 
     output = tmp_path / "ir_npu"
-    assert cli.main(["export", "--checkpoint", str(run_dir / "checkpoint.pt"), "--output", str(output), "--target-device", "NPU", "--eval-samples", "4"]) == 0
+    argv = ["export", "--checkpoint", str(run_dir / "checkpoint.pt"), "--output", str(output), "--target-device", "NPU", "--eval-samples", "4"]
+    shown = subprocess.run([sys.executable, "-m", "nncf_wcam.cli", *argv], capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    said = shown.stdout + shown.stderr
+    assert said.count("static batch of 1") == 1 and "model.xml for NPU:" in said, said  # the note once, the target named
     manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["target_device"] == "NPU" and manifest["input_shape"] == [1, 1, 8, 8] and not manifest["dynamic_batch"]
     assert manifest["target_compile_checked"] == ("NPU" in ov.Core().available_devices)

@@ -18,6 +18,9 @@ import textwrap
 
 import pytest
 
+from nncf_wcam.io.folder_lock import FolderLock
+
+from conftest import FAST
 from conftest import TINY
 
 WORKER = textwrap.dedent(
@@ -161,3 +164,21 @@ def test_cli_compress_under_torchrun(torchrun_result):
     assert (run / "checkpoint.pt").is_file() and (run / "ir" / "model.xml").is_file() and (run / "teacher.pt").is_file()
     assert result.stdout.count("Report:") == 1  # only rank 0 reports
     assert not [p for p in run.iterdir() if p.name.startswith(".")]
+
+
+def test_a_refusal_on_rank_0_stops_every_rank_in_one_line(tmp_path):
+    """The folder is in use (this test holds its lock): rank 0 refuses, and rank 1 stops with it instead of
+    running into a collective that fails with gloo's traceback."""
+    output = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(_free_port()), "-m", "nncf_wcam.cli", "compress", "--config", str(TINY), "--output", str(output), *FAST,
+    ]
+    with FolderLock(output, command="another nncf-wcam compress"):
+        result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300, cwd=tmp_path)
+    ours = [line for line in result.stderr.splitlines() if line.startswith("nncf-wcam")]
+    assert result.returncode != 0 and len(ours) == 1 and "another nncf-wcam compress" in ours[0], result.stderr[-4000:]
+    workers = result.stderr.split("elastic/multiprocessing/api.py")[0]  # before torchrun's own failure report
+    for transport_noise in ("gloo", "Connection closed", "DistBackendError", "Traceback"):
+        assert transport_noise not in workers, result.stderr[-4000:]
+    assert not output.exists() or [p.name for p in output.iterdir()] == []  # nothing written

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -33,7 +34,12 @@ from nncf_wcam.core.training import NonFiniteLossError
 from nncf_wcam.core.training import make_optimizer
 from nncf_wcam.errors import NncfWcamError
 from nncf_wcam.io.atomic import OutputFolderError
+from nncf_wcam.io.atomic import atomic_directory
 from nncf_wcam.io.atomic import atomic_torch_save
+from nncf_wcam.io.staging import clean_stale_staging
+from nncf_wcam.io.staging import file_staging_prefix
+from nncf_wcam.io.staging import folder_staging_name
+from nncf_wcam.io.staging import host_mark
 from nncf_wcam.nncf2.checkpoint import load_checkpoint
 from nncf_wcam.nncf2.checkpoint import model_spec
 from nncf_wcam.nncf2.checkpoint import save_checkpoint
@@ -47,10 +53,10 @@ from nncf_wcam.zoo.idx import read_idx
 
 from conftest import ROOT
 from conftest import TINY
+from conftest import rerun_without_root_powers
 
 FAST = ["--teacher-epochs", "1", "--max-steps", "2", "--eval-samples", "8", "--quiet"]
-STAGING = re.compile(r"^\.[^/]+\.(tmp|old)-\d+-[0-9a-f]+$|^\.[^/]+\.\d+-\w+\.tmp$")
-IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+STAGING = re.compile(r"^\.[^/]+\.(tmp|old)-[0-9a-f]{8}-\d+-[0-9a-f]+$|^\.[^/]+\.[0-9a-f]{8}-\d+-\w+\.tmp$")
 TALLY = {}  # case -> how it ended, printed at the end (-s)
 
 
@@ -98,6 +104,15 @@ CONFIG_CASES = {
     "test-fraction-0": (tiny(dataset={"name": "digits", "image_size": 8, "test_fraction": 0}), [], "test_fraction"),
     "test-fraction-1": (tiny(dataset={"name": "digits", "image_size": 8, "test_fraction": 1}), [], "test_fraction"),
     "input-batch-0": (tiny(input_info={"sample_size": [0, 1, 8, 8]}), [], "sample_size"),
+    "input-batch-2e6": (tiny(input_info={"sample_size": [2000000, 1, 8, 8]}), [], "batch 2000000 is out of bounds"),
+    "input-info-two-entries": (tiny(input_info=[{"sample_size": [1, 1, 8, 8]}] * 2), [], "lists 2 inputs"),
+    "input-info-long": (tiny(input_info={"sample_size": [1, 1, 8, 8], "type": "long"}), [], "input_info\".type"),
+    "input-info-3d": (tiny(input_info={"sample_size": [1, 8, 8]}), [], "sample_size"),
+    "lr-1e30": (tiny(optimizer={"type": "SGD", "base_lr": 1e30}), [], "optimizer.base_lr"),
+    "lr-1e300": (tiny(optimizer={"type": "Adam", "base_lr": 1e300}), [], "optimizer.base_lr"),
+    "weight-decay-1e300": (tiny(optimizer={"type": "Adam", "base_lr": 0.001, "weight_decay": 1e300}), [], "optimizer.weight_decay"),
+    "layers-empty": (with_block("attribution_matching", layers=[]), [], "matches nothing"),
+    "config-2MiB": (tiny(padding="x" * (2 * 1024**2)), [], "larger than 1 MiB"),
     "logits-output-7": (with_block("attribution_matching", layers=["features.9"], logits_output=7), [], "logits_output"),
     "sg-logits-output-7": (with_block("saliency_guided", logits_output=7), [], "logits_output"),
     "sg-seed-2**70": (with_block("saliency_guided", seed=2**70), [], "saliency_guided.seed"),
@@ -433,12 +448,8 @@ def test_cli_refuses_every_hostile_input(tmp_path, tiny_run):
         folder.mkdir()
         argvs[case] = ["export", "--checkpoint", str(tiny_run.checkpoint), "--output", str(make(folder)), "--eval-samples", "8"]
         folders[case], phrases[case] = folder, phrase
-    nan_folder = tmp_path / "nan"
-    nan_folder.mkdir()
-    argvs["nan"] = _nan_argv(nan_folder)
     before = {case: snapshot(folder) for case, folder in folders.items()}
     results = _driver(argvs)
-    _check_nan_run(nan_folder, *results.pop("nan"))
     failures = []
     for case, (code, stderr) in results.items():
         lines = [line for line in stderr.splitlines() if line.strip()]
@@ -472,21 +483,6 @@ def test_console_script_refuses(case, tmp_path, tiny_run):
     TALLY[f"{case} (console script)"] = f"exit 2: {line[-70:]}"
 
 
-def _nan_argv(folder: Path) -> list:
-    """A learning rate of 1e30 (WCAM alone: float weights, quick): the loss is NaN from the second step."""
-    config = tiny(optimizer={"type": "SGD", "base_lr": 1e30})
-    config["compression"] = [config["compression"][1]]
-    return ["compress", "--config", str(_write_config(folder, config)), "--output", str(folder / "out"), "--teacher-epochs", "1", "--eval-samples", "8", "--quiet"]
-
-
-def _check_nan_run(folder: Path, code: int, stderr: str) -> None:
-    """The CLI stops at the first non-finite loss (exit 2, one line naming step and loss); no NaN checkpoint."""
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and "loss is" in lines[0] and "at step" in lines[0], stderr[-2000:]
-    assert not (folder / "out" / "checkpoint.pt").exists()
-    TALLY["training/lr-1e30 (CLI)"] = f"exit {code}: {lines[0][-70:]}"
-
-
 def test_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
     """ENOSPC while writing (injected into torch.save: no full disk to borrow here) ends in one line naming the path."""
 
@@ -502,14 +498,18 @@ def test_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
     TALLY["environment/full-disk (CLI in-process)"] = f"exit {code}: {line[-70:]}"
 
 
-@pytest.mark.skipif(IS_ROOT, reason="root reads and writes through permission bits")
-@pytest.mark.parametrize("case", ["read-only-output", "data-folder-without-x", "unreadable-idx"])
-def test_permission_problems_are_one_line(case, tmp_path, capsys):
+@pytest.mark.parametrize("case", ["read-only-output", "data-folder-without-x", "unreadable-idx", "unreadable-config"])
+def test_permission_problems_are_one_line(case, tmp_path, capsys, request):
+    """Run as a user that permission bits stop (under root: again in a child without root's powers)."""
+    if rerun_without_root_powers(request):
+        return
     config = tiny()
     output = tmp_path / "out"
     if case == "read-only-output":
         output.mkdir()
         output.chmod(0o555)
+        phrase = "Permission denied"
+    elif case == "unreadable-config":
         phrase = "Permission denied"
     else:
         root = _mnist_folder(tmp_path, gzip.compress(_idx_header(0x08, (10, 28, 28)) + bytes(7840)))
@@ -520,14 +520,37 @@ def test_permission_problems_are_one_line(case, tmp_path, capsys):
         else:
             (root / "t10k-images-idx3-ubyte.gz").chmod(0)
             phrase = "permission denied"
+    config_path = _write_config(tmp_path, config)
+    if case == "unreadable-config":
+        config_path.chmod(0)
     try:
-        code = cli.main(["compress", "--config", str(_write_config(tmp_path, config)), "--output", str(output), *FAST])
+        code = cli.main(["compress", "--config", str(config_path), "--output", str(output), *FAST])
         line = one_line_error(capsys.readouterr().err)
-        assert code == 2 and phrase in line and "corrupted" not in line, line
+        assert code == 2 and phrase.lower() in line.lower() and "corrupted" not in line, line
     finally:
         for path in tmp_path.rglob("*"):
             path.chmod(0o755)
     TALLY[f"environment/{case} (CLI in-process)"] = f"exit {code}: {line[-70:]}"
+
+
+@pytest.mark.parametrize("case", ["read-only-parent", "unreadable-checkpoint"])
+def test_export_permission_problems_are_one_line(case, tmp_path, capsys, request, tiny_run):
+    if rerun_without_root_powers(request):
+        return
+    checkpoint = tmp_path / "checkpoint.pt"
+    shutil.copyfile(tiny_run.checkpoint, checkpoint)
+    parent = tmp_path / "deploy"
+    parent.mkdir()
+    (parent if case == "read-only-parent" else checkpoint).chmod(0o555 if case == "read-only-parent" else 0)
+    try:
+        code = cli.main(["export", "--checkpoint", str(checkpoint), "--output", str(parent / "ir"), "--eval-samples", "8"])
+        line = one_line_error(capsys.readouterr().err)
+        assert code == 2 and "permission denied" in line.lower() and "Traceback" not in line, line
+        assert not (parent / "ir").exists()
+    finally:
+        for path in (parent, checkpoint):
+            path.chmod(0o755)
+    TALLY[f"environment/export-{case} (CLI in-process)"] = f"exit {code}: {line[-70:]}"
 
 
 # --------------------------------------------------------------------------- cleanup and symlinks
@@ -541,36 +564,81 @@ def _dead_pid() -> int:
 
 def test_stale_staging_leftovers_are_removed_and_said(tmp_path, tiny_run, caplog):
     """A killed export's `.ir.tmp-*`, a read-only `.ir.old-*` and a killed checkpoint write's `.checkpoint.pt.*.tmp`
-    are removed by the next write to the same target, which says so; a live writer's files and foreign files stay."""
+    are removed by the next write to the same target, which says so; a live writer's files, another machine's
+    and foreign files stay."""
     dead = _dead_pid()
     ir = tmp_path / "ir"
-    stale_tmp = tmp_path / f".ir.tmp-{dead}-0123abcd"
+    ir.mkdir()  # the swap had finished: the .old- folder is a leftover, not the only copy
+    stale_tmp = tmp_path / folder_staging_name("ir", "tmp", "0123abcd", pid=dead)
     stale_tmp.mkdir()
     (stale_tmp / "model.xml").write_text("<half/>")
-    stale_old = tmp_path / f".ir.old-{dead}-89abcdef"
+    stale_old = tmp_path / folder_staging_name("ir", "old", "89abcdef", pid=dead)
     (stale_old / "sub").mkdir(parents=True)
     (stale_old / "model.bin").write_bytes(b"old")
     (stale_old / "sub").chmod(0o555)
     stale_old.chmod(0o555)
-    live = tmp_path / f".ir.tmp-{os.getppid()}-fedcba98"  # a writer that still runs: left alone
+    live = tmp_path / folder_staging_name("ir", "tmp", "fedcba98", pid=os.getppid())  # a writer that still runs: left alone
     live.mkdir()
+    other_host = tmp_path / f".ir.tmp-{'0' * 8 if host_mark() != '0' * 8 else '1' * 8}-{dead}-abcdef01"
+    other_host.mkdir()  # a pid of another machine sharing the storage: cannot be checked, left alone
     foreign = tmp_path / ".ir.tmp-notours"
     foreign.write_text("someone else's")
-    stale_file = tmp_path / f".checkpoint.pt.{dead}-abc123_x.tmp"
+    stale_file = tmp_path / (file_staging_prefix("checkpoint.pt", pid=dead) + "abc123_x.tmp")
     stale_file.write_bytes(b"half a checkpoint")
 
     with caplog.at_level("WARNING", logger="nncf_wcam"):
         export_ir(tiny_run.ctrl, tiny_run.model, ir, tiny_run.samples, config=tiny_run.raw)
         atomic_torch_save({"x": torch.zeros(1)}, tmp_path / "checkpoint.pt")
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == sorted(["ir", live.name, foreign.name, "checkpoint.pt"]), names
+    assert names == sorted(["ir", live.name, other_host.name, foreign.name, "checkpoint.pt"]), names
     said = [r.getMessage() for r in caplog.records if "staging leftover" in r.getMessage()]
     assert len(said) == 2 and stale_tmp.name in said[0] and stale_old.name in said[0] and stale_file.name in said[1]
     assert all("\n" not in s for s in said)
     TALLY["cleanup/stale .ir.tmp + read-only .ir.old"] = "removed, said in one line"
     TALLY["cleanup/stale .checkpoint.pt.*.tmp"] = "removed, said in one line"
     TALLY["cleanup/live writer's staging folder"] = "kept"
+    TALLY["cleanup/another machine's staging folder"] = "kept"
     TALLY["cleanup/foreign dot-file"] = "kept"
+
+
+KILLED_BETWEEN_RENAMES = """
+import os, signal, sys
+from pathlib import Path
+from nncf_wcam.io import atomic
+target = Path(sys.argv[1])
+real_replace, calls = os.replace, []
+
+def replace_then_die(source, destination):
+    real_replace(source, destination)
+    calls.append(destination)
+    if len(calls) == 1:  # the previous version is aside, the new one not yet in: kill -9 here
+        os.kill(os.getpid(), signal.SIGKILL)
+
+atomic.os.replace = replace_then_die
+with atomic.atomic_directory(target) as staging:
+    (staging / "model.xml").write_text("<new/>")
+"""
+
+
+def test_a_kill_between_the_swaps_renames_loses_nothing(tmp_path, caplog):
+    """A real process SIGKILLed after renaming the previous IR aside and before renaming the new one in:
+    the next write puts the previous version back first (said in one line), then replaces it as usual."""
+    target = tmp_path / "ir"
+    target.mkdir()
+    (target / "model.xml").write_text("<previous/>")
+    child = subprocess.run([sys.executable, "-c", KILLED_BETWEEN_RENAMES, str(target)], capture_output=True, text=True, timeout=120)
+    assert child.returncode == -9, child.stderr[-2000:]
+    assert not target.exists() and any(".ir.old-" in p.name for p in tmp_path.iterdir())
+    with caplog.at_level("WARNING", logger="nncf_wcam"):
+        clean_stale_staging(target)
+    assert (target / "model.xml").read_text() == "<previous/>"
+    assert [p.name for p in tmp_path.iterdir()] == ["ir"]
+    said = [r.getMessage() for r in caplog.records if "put back" in r.getMessage()]
+    assert len(said) == 1 and "\n" not in said[0]
+    with atomic_directory(target) as staging:
+        (staging / "model.xml").write_text("<next/>")
+    assert (target / "model.xml").read_text() == "<next/>" and [p.name for p in tmp_path.iterdir()] == ["ir"]
+    TALLY["kill -9/between the swap's renames"] = "previous IR put back by the next write"
 
 
 def test_read_only_earlier_ir_is_replaced_without_leftovers(tmp_path, tiny_run):

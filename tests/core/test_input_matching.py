@@ -163,3 +163,47 @@ def test_nncf_block_with_input_method_and_its_errors(trained_cnn, digits):
         load_config({"input_info": input_info(), "compression": [{"algorithm": "attribution_matching", "input_method": "grad"}]})
     with pytest.raises(AlgorithmConfigError, match=r"layers: \[\] matches nothing"):
         compress(copy.deepcopy(trained_cnn), load_config({"input_info": input_info(), "compression": [{"algorithm": "attribution_matching", "layers": []}]}), digits.train)
+
+
+class Normalizes(torch.nn.Module):
+    """A user's model that normalizes its input before the network, in place (x.sub_(mean).div_(std)) or not."""
+
+    def __init__(self, in_place: bool):
+        super().__init__()
+        self.in_place = in_place
+        self.net = SmallCNN(1, 10, width=4)
+
+    def forward(self, x):
+        return self.net(x.sub_(0.5).div_(0.25) if self.in_place else (x - 0.5) / 0.25)
+
+
+def _input_matching_loss(model, layers, method, x):
+    teacher = copy.deepcopy(model)
+    with torch.no_grad():
+        teacher.net.features[0].weight.mul_(0.7)
+    matcher = AttributionMatcher(teacher, model, layers, input_method=method, input_weight=1.0, stochastic_drop=0.0)
+    model.train()(x)
+    loss = matcher.loss()
+    loss.backward()
+    matcher.remove()
+    return loss.item(), [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize(
+    "method, layers",
+    [("saliency", []), ("input_x_gradient", []), ("saliency", ["net." + LAYER]), ("input_x_gradient", ["net." + LAYER]), (None, ["net." + LAYER])],
+    ids=["saliency", "input_x_gradient", "saliency+layer", "input_x_gradient+layer", "layer-only"],
+)
+def test_a_model_that_changes_its_input_in_place(digits, method, layers):
+    """The input leaf is never handed to the model itself (no "leaf Variable ... in-place" error), and the
+    teacher sees the input as the user passed it: the loss and gradients equal those of the same model
+    normalizing out of place, and the user's batch is left as it was."""
+    torch.manual_seed(0)
+    out_of_place = Normalizes(in_place=False)
+    in_place = copy.deepcopy(out_of_place)
+    in_place.in_place = True
+    x = digits.train.tensors[0][:16].clone()
+    expected_loss, expected_grads = _input_matching_loss(out_of_place, layers, method, x.clone())
+    loss, grads = _input_matching_loss(in_place, layers, method, x.clone())
+    assert expected_loss > 1e-3 and loss == pytest.approx(expected_loss, rel=1e-5)
+    assert all(torch.allclose(g, e, rtol=1e-4, atol=1e-7) for g, e in zip(grads, expected_grads))

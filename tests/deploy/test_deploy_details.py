@@ -98,3 +98,32 @@ def test_nncf_export_failure_is_one_line_export_error(int8, tmp_path, monkeypatc
     message = str(error.value)
     assert "\n" not in message and "aten::foo" in message and "input_info" in message
     assert not (tmp_path / "ir").exists()
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory):
+    """A float model (no quantizer): where bf16 execution shows in the logits, if the CPU has it."""
+    digits = load_digits(image_size=16)
+    config = {"input_info": {"sample_size": [1, 1, 16, 16]}, "compression": [], "log_dir": str(tmp_path_factory.mktemp("nncf_log"))}
+    torch.manual_seed(0)
+    ctrl, model = create_compressed_model(SmallCNN(width=8), NNCFConfig.from_dict(config))
+    return ctrl, model, config, digits.test.tensors[0][:32]
+
+
+@pytest.mark.parametrize("model_kind", ["int8", "fp32"])
+def test_parity_is_also_measured_at_the_devices_default_precision(model_kind, request, tmp_path):
+    """The gate compiles with an f32 hint; a user's own `compile_model(xml, "CPU")` gets the CPU's default (bf16 where
+    the CPU has it). Both are in the manifest, each as this test measures it itself."""
+    ctrl, model, config, samples = request.getfixturevalue(model_kind)
+    result = export_ir(ctrl, model, tmp_path / "ir", samples, config=config)
+    checked, default = result.manifest["parity"], result.manifest["parity_at_device_default"]
+    cpu_default = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    assert checked["inference_precision"] == "f32" and default["inference_precision"] == cpu_default
+    model.eval()
+    with torch.no_grad():
+        expected = model(samples).numpy()
+    for record, hint in ((checked, "f32"), (default, None)):
+        ir_logits = load_compiled(result.output_dir, inference_precision=hint)(samples.numpy())[0]
+        assert record["max_abs_diff"] == pytest.approx(float(np.abs(ir_logits - expected).max()), rel=1e-5, abs=1e-9)
+        assert record["top1_agreement"] == pytest.approx(float((ir_logits.argmax(1) == expected.argmax(1)).mean()))
+    print(f"\n[parity {model_kind}] f32 {checked['max_abs_diff']:.2e}, device default {cpu_default} {default['max_abs_diff']:.2e}")
