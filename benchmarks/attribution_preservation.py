@@ -133,15 +133,18 @@ class TeacherMaps:
         self.ig_samples, self.ig_steps = ig_samples, ig_steps
         self._maps = {}
 
-    def options(self, method: str) -> dict:
-        return {"grad_cam": {"layer": LAYER}, "integrated_gradients": {"n_steps": self.ig_steps}}.get(method, {})
+    def options(self, method: str, layer: str = LAYER) -> dict:
+        return {"grad_cam": {"layer": layer}, "integrated_gradients": {"n_steps": self.ig_steps}}.get(method, {})
 
-    def agreement(self, student, method: str) -> dict:
+    def agreement(self, student, method: str, student_layer: str = LAYER) -> dict:
+        """Agreement of the student's maps with the teacher's; `student_layer`: the student's name of LAYER
+        (a model whose modules were fused, e.g. by INC's quantization-aware training, renames it)."""
         n = self.ig_samples if method == "integrated_gradients" else len(self.x)
         x, target = self.x[:n], self.target[:n]
         if method not in self._maps:
             self._maps[method] = attribution_maps(self.teacher, x, method, target=target, **self.options(method))
-        return summarize(map_agreement(self._maps[method], attribution_maps(student, x, method, target=target, **self.options(method))))
+        student_maps = attribution_maps(student, x, method, target=target, **self.options(method, student_layer))
+        return summarize(map_agreement(self._maps[method], student_maps))
 
 
 def optimizer_spec(args) -> dict:
@@ -167,10 +170,10 @@ def train_student(teacher, blocks, data, train_data, seed, args, **fine_tune_opt
     return student.cpu().eval(), history, time.time() - started
 
 
-def measure(teacher_maps: TeacherMaps, student, data) -> dict:
+def measure(teacher_maps: TeacherMaps, student, data, student_layer: str = LAYER) -> dict:
     result = {"accuracy": accuracy(student, data.test)}
     for method in METHODS:
-        result[method] = teacher_maps.agreement(student, method)
+        result[method] = teacher_maps.agreement(student, method, student_layer)
     return result
 
 

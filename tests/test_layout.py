@@ -21,6 +21,7 @@ FLOORS = {
     "nncf_common": 4,
     "nncf2": 5,
     "nncf3": 5,
+    "inc": 5,
     "cli": 6,
 }
 # Where NNCF may be imported: the adapters, what both adapters share of NNCF's torch backend, and the command line.

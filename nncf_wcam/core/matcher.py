@@ -85,6 +85,9 @@ class AttributionMatcher:
     :param input_method: None, "saliency" (|dy_k/dx|) or "input_x_gradient" (x * dy_k/dx): also match
         input-space maps.
     :param input_weight: the multiplier of the input maps' distance.
+    :param student_layers: the student's names of the matched layers, one per entry of `layers`, where they
+        differ from the teacher's (a student whose modules were renamed or fused, e.g. by torch.ao's FX
+        quantization); `layers` then names the teacher's modules and keys the reported losses and maps.
 
     Shapes: the student's and teacher's matched layers output B x C x H x W (or B x C x L) activations;
     their maps are B x H x W; `loss()` returns a scalar tensor (zero in eval mode, under no_grad, or
@@ -111,6 +114,7 @@ class AttributionMatcher:
         seed: int = 0,
         input_method: Optional[str] = None,
         input_weight: float = DEFAULT_INPUT_WEIGHT,
+        student_layers: Optional[Sequence[str]] = None,
     ):
         if method not in METHODS:
             msg = f"Unknown attribution matching method '{method}'. Use one of: {', '.join(METHODS)}."
@@ -123,6 +127,9 @@ class AttributionMatcher:
             raise ValueError(msg)
         if not layers and input_method is None:
             msg = "Nothing to match: give at least one layer, or an input_method."
+            raise ValueError(msg)
+        if student_layers is not None and len(student_layers) != len(layers):
+            msg = f"student_layers has {len(student_layers)} entries for {len(layers)} layers; give one per layer."
             raise ValueError(msg)
         if layer_weights is not None and len(layer_weights) != len(layers):
             msg = f"layer_weights has {len(layer_weights)} entries for {len(layers)} layers; give one per layer."
@@ -146,7 +153,8 @@ class AttributionMatcher:
 
         self._teacher_running = False
         self._cached_loss = None
-        student_modules = dict(zip(self.layers, resolve_layers(student, self.layers)))
+        self.student_layers = list(student_layers) if student_layers is not None else list(self.layers)
+        student_modules = dict(zip(self.layers, resolve_layers(student, self.student_layers)))
         teacher_modules = dict(zip(self.layers, resolve_layers(teacher, self.layers)))
         # A new training forward invalidates the previous one's loss and activations.
         self.forward = TrainingForwardCapture(student, on_new_pass=self._release, input_grad=input_method is not None)

@@ -1,0 +1,79 @@
+"""INC 3.7's documented training loop, every callback in its place, as one function (the command line and the
+benchmarks use it; users may copy it). The optimizer is built after `on_train_begin`, because FX
+quantization-aware training replaces the model there.
+"""
+
+from typing import List
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from neural_compressor.training import CompressionManager
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from nncf_wcam.core.logits import LogitsSelector
+from nncf_wcam.core.logits import select_logits
+from nncf_wcam.core.training import check_finite_losses
+from nncf_wcam.core.training import check_finite_model
+
+
+def _total_loss(manager: CompressionManager, x, output, task_loss):
+    loss = manager.callbacks.on_after_compute_loss(x, output, task_loss)
+    return task_loss if isinstance(loss, list) else loss  # [] when no algorithm adds a loss (pruning, QAT)
+
+
+def fine_tune(
+    manager: CompressionManager,
+    data: Dataset,
+    epochs: int = 1,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    max_steps: Optional[int] = None,
+    logits_output: LogitsSelector = None,
+    end: bool = True,
+    progress: bool = False,
+) -> List[dict]:
+    """Fine-tunes `manager.model` with INC's callbacks: Adam at `lr`, decayed to 0 by a cosine schedule per step.
+
+    `end=False` leaves `on_train_end` (which converts a QAT model to int8) to the caller, who may still want the
+    fake-quantized model (for Grad-CAM). Returns per-epoch means of the task loss and of the total loss.
+    """
+    torch.manual_seed(seed)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    callbacks = manager.callbacks
+    callbacks.on_train_begin(loader)
+    model = manager.model.model
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    steps_per_epoch = min(len(loader), max_steps) if max_steps else len(loader)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * steps_per_epoch))
+    history = []
+    model.train()
+    for epoch in range(epochs):
+        callbacks.on_epoch_begin(epoch)
+        task_sum = total_sum = 0.0
+        batches = tqdm(loader, total=steps_per_epoch, desc=f"INC epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        for step, (x, y) in enumerate(batches):
+            if step >= steps_per_epoch:
+                break
+            callbacks.on_step_begin(step)
+            optimizer.zero_grad()
+            output = model(x)
+            task = F.cross_entropy(select_logits(output, logits_output), y)
+            total = _total_loss(manager, x, output, task)
+            check_finite_losses(task, total - task, epoch, step)
+            total.backward()
+            callbacks.on_before_optimizer_step()
+            optimizer.step()
+            callbacks.on_after_optimizer_step()
+            callbacks.on_step_end()
+            schedule.step()
+            task_sum, total_sum = task_sum + float(task.detach()), total_sum + float(total.detach())
+        callbacks.on_epoch_end()
+        check_finite_model(model, epoch)
+        history.append({"task_loss": task_sum / steps_per_epoch, "loss": total_sum / steps_per_epoch, "steps": steps_per_epoch})
+    if end:
+        callbacks.on_train_end()
+    return history
