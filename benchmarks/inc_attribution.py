@@ -2,8 +2,8 @@
 quantization-aware training (int8), naive against the default block, over seeds, on the attribution benchmark's
 model and data (`attribution_preservation.py`: the same cached teacher, fine-tuning recipe and measures).
 
-Each student runs INC's documented loop (`nncf_wcam.inc.fine_tune`: every callback in place): Adam, LR decayed
-to 0 by a cosine schedule, batch 64. The pruning config prunes from the first step to the middle of training,
+Each student runs INC's documented loop (`nncf_wcam.inc.fine_tune`: every callback in place) with the benchmark's
+optimizer block (Adam 1e-3, cosine decay per epoch), batch 64. The pruning config prunes from the first step to the middle of training,
 every `--pruning-frequency` steps, then fine-tunes with the masks fixed. Grad-CAM, Saliency and IG agreement are
 measured on the fake-quantized model (QAT; Grad-CAM at the fused module that ends at the teacher's layer) or the
 pruned model; accuracy on the model INC delivers (the converted int8 model, the pruned model), which is also
@@ -33,6 +33,7 @@ from attribution_preservation import apply_quick
 from attribution_preservation import load_runs
 from attribution_preservation import main_table
 from attribution_preservation import measure
+from attribution_preservation import optimizer_spec
 from attribution_preservation import prepare_students
 from attribution_preservation import summarize_runs
 from neural_compressor.config import QuantizationAwareTrainingConfig
@@ -74,7 +75,7 @@ def train_inc_student(teacher, algorithm, variant, data, train_data, seed, args)
     torch.manual_seed(seed)
     manager = prepare_compression(copy.deepcopy(teacher), confs)
     started = time.time()
-    history = fine_tune(manager, train_data, epochs=args.epochs, lr=args.lr, batch_size=64, seed=seed, max_steps=args.max_steps, end=False)
+    history = fine_tune(manager, train_data, epochs=args.epochs, optimizer_spec=optimizer_spec(args), batch_size=64, seed=seed, max_steps=args.max_steps, end=False)
     train_s = time.time() - started
     trained = manager.model.model
     student_layer = student_layer_name(teacher, trained, LAYER)
@@ -190,7 +191,7 @@ def main() -> None:
     write_grids(args, teacher, data, grid_models)
     header = (
         f"{data.description}; teacher SmallCNN(width={args.width}) ({args.teacher_epochs} epochs on all {len(data.train)} training images), accuracy {teacher_acc * 100:.2f} %; "
-        f"students fine-tuned on the first {len(train_data)} with INC {nncf_wcam.inc.installed_inc_version()}'s loop: {args.epochs} epochs, batch 64, Adam {args.lr:g} with cosine decay; "
+        f"students fine-tuned on the first {len(train_data)} with INC {nncf_wcam.inc.installed_inc_version()}'s loop: {args.epochs} epochs, batch 64, {json.dumps(optimizer_spec(args))}; "
         f"pruning snip_momentum 4x1 to 70 % over the first half, every {args.pruning_frequency} steps; QAT: INC's FX default (int8); matched layer {LAYER}; "
         f"seeds {args.seeds}; Grad-CAM and Saliency on {args.eval_samples} held-out images, IG ({args.ig_steps} steps) on {args.ig_samples}; this invocation {(time.time() - started) / 60:.1f} min.\n"
     )

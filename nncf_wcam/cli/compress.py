@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from nncf_wcam.cli import distributed
+from nncf_wcam.cli import inc_run
 from nncf_wcam.cli.console import emit_json
 from nncf_wcam.cli.console import parity_text
 from nncf_wcam.cli.console import quiet_nncf
@@ -43,6 +44,7 @@ from nncf_wcam.io.jsonable import to_jsonable
 from nncf_wcam.nncf2.checkpoint import CHECKPOINT_NAME
 from nncf_wcam.nncf2.checkpoint import TEACHER_NAME
 from nncf_wcam.nncf2.export import export_ir
+from nncf_wcam.inc.export import export_ir as inc_export_ir
 from nncf_wcam.nncf2.statistics import algorithm_names
 from nncf_wcam.nncf2.statistics import compression_statistics
 from nncf_wcam.errors import NncfWcamError
@@ -87,6 +89,9 @@ def _locked_run(args, output: Path, held: contextlib.ExitStack) -> Run:
             say(f"note: took over the lock of a run {gone} ({lock.taken_over})")
     run = resolve_run(args, output)
     check_model_settings(run)
+    if run.inc:
+        inc_run.refuse_unsupported(run)
+        inc_run.quiet_inc(args.verbose)
     return run
 
 
@@ -97,6 +102,10 @@ def _train(run: Run, timings: dict) -> list:
         write_run_settings(run.output, run.settings)
     distributed.barrier()
     _, timings["teacher_s"] = teacher_stage(run)
+    if run.inc:
+        runs = inc_run.train_inc_students(run)
+        timings.update({f"{trained.label}_training_s": trained.train_seconds for trained in runs})
+        return runs
     label = ATTRIBUTION_MATCHING if run.matching else "compressed"
     runs = [run_compression(label, run.config, run.raw, run, run.output / CHECKPOINT_NAME)]
     timings[f"{label}_training_s"] = runs[0].train_seconds
@@ -117,7 +126,10 @@ def _export_and_evaluate(run: Run, runs: list, timings: dict) -> tuple:
     samples = run.data.test.tensors[0][: settings.eval_samples]
     say(f"Exporting the OpenVINO IR to {output / IR_DIR_NAME} ...")
     start = time.perf_counter()
-    exported = export_ir(main_run.compression_ctrl, main_run.model, output / IR_DIR_NAME, samples, config=run.raw, device=device, logits_output=run.logits_output, matched_layers=main_run.layers)
+    if run.inc:
+        exported = inc_export_ir(main_run.delivered, output / IR_DIR_NAME, samples, device=device, logits_output=run.logits_output, matched_layers=main_run.layers)
+    else:
+        exported = export_ir(main_run.compression_ctrl, main_run.model, output / IR_DIR_NAME, samples, config=run.raw, device=device, logits_output=run.logits_output, matched_layers=main_run.layers)
     timings["export_s"] = time.perf_counter() - start
     say(f"Evaluating attributions on {settings.eval_samples} test samples ...")
     start = time.perf_counter()
@@ -134,6 +146,7 @@ def _export_and_evaluate(run: Run, runs: list, timings: dict) -> tuple:
         ir_student=main_run.label,
         device=device,
         figure=output / FIGURE_NAME,
+        student_layers={trained.label: trained.student_layer for trained in runs if getattr(trained, "student_layer", None)},
     )
     timings["evaluation_s"] = time.perf_counter() - start
     return exported, evaluated
@@ -142,6 +155,10 @@ def _export_and_evaluate(run: Run, runs: list, timings: dict) -> tuple:
 def _add_training_records(evaluated: dict, run: Run, runs: list, exported) -> None:
     for trained in runs:
         entry = evaluated["students"][trained.label]
+        if run.inc:
+            inc_run.inc_records(entry, trained)
+            entry.update(resumed_from_epoch=None, steps=sum(h["steps"] for h in trained.history), final_losses=trained.history[-1], training_s=trained.train_seconds)
+            continue
         entry["algorithms"] = algorithm_names(trained.compression_ctrl, run.raw if trained is runs[0] else dict(run.naive_config))
         entry["compression"] = compression_statistics(trained.compression_ctrl)
         entry["checkpoint"] = str(trained.checkpoint)

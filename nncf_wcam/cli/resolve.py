@@ -17,6 +17,8 @@ from nncf_wcam.cli.configs import read_config
 from nncf_wcam.cli.console import say
 from nncf_wcam.cli.devices import check_run_device
 from nncf_wcam.cli.errors import UsageError
+from nncf_wcam.cli.inc_config import check_inc_section
+from nncf_wcam.cli.inc_config import inc_section
 from nncf_wcam.cli.inputs import build_checked_model
 from nncf_wcam.cli.inputs import check_input_info
 from nncf_wcam.cli.inputs import check_layers
@@ -73,6 +75,11 @@ class Run:
     @property
     def logits_output(self):
         return logits_output_of(self.raw)
+
+    @property
+    def inc(self) -> bool:
+        """An Intel Neural Compressor config (its algorithms under "inc"; `cli.inc_run` trains it)."""
+        return inc_section(self.raw) is not None
 
     @property
     def matching(self) -> bool:
@@ -142,6 +149,8 @@ def resolve_run(args, output: Path) -> Run:
     checked = config if config is not None else getattr(saved, "config", None)
     if checked is not None:
         check_run_config(checked, args)  # the whole run configuration, before any work
+        if inc_section(checked) is not None:
+            check_inc_section(checked)
     if saved is None:
         settings = fresh_settings(args, config, args.config)
     else:

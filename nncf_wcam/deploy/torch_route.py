@@ -40,6 +40,13 @@ def converted_model(model: nn.Module, sample_inputs: torch.Tensor) -> ov.Model:
         model.train(was_training)
 
 
+def fake_quantize_precision(model: ov.Model) -> str:
+    """'fp32' without FakeQuantize operations, else 'int8' (or 'int4/int8'...) from their levels."""
+    levels = {int(op.get_attributes()["levels"]) for op in model.get_ops() if op.get_type_name() == "FakeQuantize"}
+    bits = sorted({max(1, (n - 1).bit_length()) for n in levels})
+    return "/".join(f"int{b}" for b in bits) or "fp32"
+
+
 def export_torch_model(
     model: nn.Module,
     output_dir: Union[str, os.PathLike],
@@ -69,6 +76,7 @@ def export_torch_model(
     converted.output(logits_index).get_tensor().add_names({LOGITS_TENSOR_NAME})
     fields = {
         "route": route,
+        "precision": fake_quantize_precision(converted),
         "logits_output": logits_output,
         "logits_output_index": logits_index,
         "matched_layers": list(matched_layers) if matched_layers is not None else None,

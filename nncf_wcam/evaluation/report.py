@@ -45,11 +45,14 @@ def evaluate_models(
     ir_student: Optional[str] = None,
     device: str = "CPU",
     figure: Optional[Path] = None,
+    student_layers: Optional[dict] = None,
 ) -> dict:
     """Accuracies and teacher-vs-student attribution agreement, in PyTorch and (optionally) for an IR.
 
     Grad-CAM at `layer` for the teacher's top-1 class on the first `num_samples` test images; the IR
     (of the student `ir_student`) is compared by Occlusion, which needs only forward passes.
+    `student_layers`: {label: the student's name of `layer`} for students whose modules were renamed (a model
+    fused by INC's quantization-aware training); the others use `layer`.
     """
     teacher.eval()
     samples = data.test.tensors[0][:num_samples]
@@ -68,7 +71,7 @@ def evaluate_models(
     }
     figure_rows, figure_predictions = {}, {}
     for label, student in students.items():
-        student_cam = attribution_maps(student, samples, **grad_cam)
+        student_cam = attribution_maps(student, samples, **{**grad_cam, "layer": (student_layers or {}).get(label, layer)})
         student_occlusion = attribution_maps(student, samples, **occlusion)
         result["students"][label] = {
             "accuracy": accuracy(student, data.test, logits_output),

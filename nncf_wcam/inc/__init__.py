@@ -12,6 +12,11 @@ one line. `export_ir` works on any INC (it only needs the torch module), e.g. af
 """
 
 import importlib
+import warnings
+
+# INC 3.7 imports pkg_resources (hence setuptools < 81) and setuptools warns on every start: a note for INC's
+# maintainers, not for our users.
+warnings.filterwarnings("ignore", message=r"pkg_resources is deprecated as an API", category=UserWarning, module=r"neural_compressor\.")
 
 _TRAINING = {
     "AttributionMatchingConfig": "nncf_wcam.inc.config",

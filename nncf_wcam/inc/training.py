@@ -17,6 +17,8 @@ from nncf_wcam.core.logits import LogitsSelector
 from nncf_wcam.core.logits import select_logits
 from nncf_wcam.core.training import check_finite_losses
 from nncf_wcam.core.training import check_finite_model
+from nncf_wcam.core.training import make_lr_scheduler
+from nncf_wcam.core.training import make_optimizer
 
 
 def _total_loss(manager: CompressionManager, x, output, task_loss):
@@ -28,33 +30,37 @@ def fine_tune(
     manager: CompressionManager,
     data: Dataset,
     epochs: int = 1,
-    lr: float = 1e-3,
+    optimizer_spec: Optional[dict] = None,
     batch_size: int = 64,
     seed: int = 0,
     max_steps: Optional[int] = None,
     logits_output: LogitsSelector = None,
     end: bool = True,
     progress: bool = False,
+    bar: Optional[tqdm] = None,
 ) -> List[dict]:
-    """Fine-tunes `manager.model` with INC's callbacks: Adam at `lr`, decayed to 0 by a cosine schedule per step.
+    """Fine-tunes `manager.model` with INC's callbacks and the optimizer of an NNCF-sample-style block
+    (`{"type": "Adam", "base_lr": 1e-3, "schedule_type": "cosine"}`, the schedule stepped per epoch, as the
+    NNCF 2.19 route does; default Adam 1e-3, constant).
 
     `end=False` leaves `on_train_end` (which converts a QAT model to int8) to the caller, who may still want the
-    fake-quantized model (for Grad-CAM). Returns per-epoch means of the task loss and of the total loss.
+    fake-quantized model (for Grad-CAM). `bar`: a caller's progress bar advanced once per step (instead of one
+    bar per epoch with `progress`). Returns per-epoch means of the task loss and of the total loss.
     """
     torch.manual_seed(seed)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     callbacks = manager.callbacks
     callbacks.on_train_begin(loader)
     model = manager.model.model
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = make_optimizer(model.parameters(), optimizer_spec)
+    schedule = make_lr_scheduler(optimizer, optimizer_spec, epochs)
     steps_per_epoch = min(len(loader), max_steps) if max_steps else len(loader)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * steps_per_epoch))
     history = []
     model.train()
     for epoch in range(epochs):
         callbacks.on_epoch_begin(epoch)
         task_sum = total_sum = 0.0
-        batches = tqdm(loader, total=steps_per_epoch, desc=f"INC epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        batches = tqdm(loader, total=steps_per_epoch, desc=f"INC epoch {epoch + 1}/{epochs}", disable=not progress or bar is not None, leave=False)
         for step, (x, y) in enumerate(batches):
             if step >= steps_per_epoch:
                 break
@@ -69,9 +75,12 @@ def fine_tune(
             optimizer.step()
             callbacks.on_after_optimizer_step()
             callbacks.on_step_end()
-            schedule.step()
+            if bar is not None:
+                bar.update(1)
             task_sum, total_sum = task_sum + float(task.detach()), total_sum + float(total.detach())
         callbacks.on_epoch_end()
+        if schedule is not None:
+            schedule.step()
         check_finite_model(model, epoch)
         history.append({"task_loss": task_sum / steps_per_epoch, "loss": total_sum / steps_per_epoch, "steps": steps_per_epoch})
     if end:
