@@ -131,7 +131,9 @@ def _compiled_and_checked(staging: Path, plan: ExportPlan, sample_inputs: torch.
     try:
         ir_logits = run_compiled(compiled, sample_inputs)
     except RuntimeError as e:
-        msg = f"The IR failed on sample_inputs {tuple(sample_inputs.shape)} ({error_summary(e)}). Pass a batch shaped like the model's input."
+        # PyTorch ran these samples: with a dynamic batch, the likely cause is a trace that fixed the batch size.
+        fix = "If the model's trace fixes its batch size (INC 3.10's MX quantizers do), export with dynamic_batch=False" if plan.dynamic_batch else "Pass a batch shaped like the model's input"
+        msg = f"The IR failed on sample_inputs {tuple(sample_inputs.shape)} ({error_summary(e)}). {fix}."
         raise ExportError(msg) from e
     parity = checked_parity(torch_logits, ir_logits, plan.min_top1_agreement, plan.device, plan.output_dir)
     parity["inference_precision"] = precision_hint(compiled)

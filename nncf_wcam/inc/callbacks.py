@@ -43,8 +43,10 @@ class AttributionMatchingCallBacks(CallBacks):
 
     def on_train_begin(self, dataloader=None):
         super().on_train_begin(dataloader)
+        student = self._student()
+        student.train()  # a model loaded or evaluated before would otherwise train in eval mode, unmatched
         if self.matcher is None:
-            self.matcher = self._build_matcher(self._student())
+            self.matcher = self._build_matcher(student)
 
     def on_after_compute_loss(self, input, student_output, student_loss, teacher_output=None):
         loss = super().on_after_compute_loss(input, student_output, student_loss, teacher_output)
