@@ -10,7 +10,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-FAST = ["--epochs", "2", "--teacher-epochs", "3", "--max-steps", "6", "--eval-samples", "16"]
+# A teacher trained long enough to be confident: torch.ao's and OpenVINO's int8 kernels round differently, and
+# a sample near a tie would flip in the IR's parity check.
+FAST = ["--epochs", "2", "--teacher-epochs", "6", "--max-steps", "6", "--eval-samples", "32"]
 
 
 def compress(*argv, cwd=ROOT):

@@ -61,6 +61,8 @@ def _check_pruning_values(options: dict) -> None:
     for key, value in steps.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "pruning_frequency" else 0):
             raise RunConfigError(f"inc.pruning.{key} is {short_repr(value)}. Fix: a whole number of training steps (>= {1 if key == 'pruning_frequency' else 0}).")
+    if steps["end_step"] == 0 and kind != "magnitude":
+        raise RunConfigError(f"inc.pruning.end_step is 0: INC's {kind} criterion scores weights by their gradients over steps. Fix: set end_step to the training step where pruning stops (> 0).")
     if steps["end_step"] < steps["start_step"]:
         raise RunConfigError(f"inc.pruning: end_step {steps['end_step']} comes before start_step {steps['start_step']}. Fix: prune from start_step to a later end_step.")
 

@@ -9,6 +9,7 @@ The teacher is taken before INC touches the model; the matched layers are chosen
 spatial layer) and found again on the model INC prepares (`fusion`), when `on_train_begin` has run.
 """
 
+import inspect
 from typing import Any
 from typing import List
 
@@ -84,6 +85,16 @@ def _matcher_factory(config: AttributionMatchingConfig, teacher: nn.Module, laye
     return build
 
 
+def _own_pruning_configs(configs: List[Any]) -> None:
+    """INC 3.7's WeightPruningConfig shares one mutable default `pruning_configs=[{}]` between instances, and
+    fills it in on first use: every later config of the process would then prune with the first one's
+    settings. Each config gets a list of its own."""
+    shared = inspect.signature(WeightPruningConfig).parameters["pruning_configs"].default
+    for config in configs:
+        if isinstance(config, WeightPruningConfig) and config.pruning_configs is shared:
+            config.pruning_configs = [{}]
+
+
 def prepare_compression(model: nn.Module, confs: Any, **kwargs) -> CompressionManager:
     """INC's `prepare_compression(model, confs)`, where `confs` may hold one `AttributionMatchingConfig`.
 
@@ -91,6 +102,7 @@ def prepare_compression(model: nn.Module, confs: Any, **kwargs) -> CompressionMa
     `on_after_compute_loss` (the matcher: `attribution_matcher(manager)`, after `on_train_begin`).
     """
     config, inc_configs = _split_configs(confs)
+    _own_pruning_configs(inc_configs)
     if config is None:
         return inc_prepare_compression(model, inc_configs, **kwargs)
     teacher = resolve_teacher(config, model)  # before INC changes the model

@@ -44,25 +44,18 @@ def student_layer_name(teacher: nn.Module, student: nn.Module, layer: str) -> st
         if name in called:
             break
         fused_after.append(name)
-    if target in called:
-        if fused_after and _is_fused(student.get_submodule(target)):
-            msg = (
-                f"Layer {layer!r} was fused with {', '.join(fused_after)} by INC's quantization-aware training, so its own output "
-                f"no longer exists. Fix: match {fused_after[-1]!r} (the fused group's output) in \"layers\", or set student_layers."
-            )
-            raise LayerNameError(msg)
-        return target
-    for name in reversed(leaves[:position]):
-        if name in called:
-            if fused_after and _is_fused(student.get_submodule(name)):
-                msg = (
-                    f"Layer {layer!r} sits inside a group fused by INC's quantization-aware training ({name} .. {fused_after[-1]}); "
-                    f"its output no longer exists. Fix: match {fused_after[-1]!r} (the group's output), or set student_layers."
-                )
-                raise LayerNameError(msg)
-            return name
-    msg = f"Layer {layer!r} does not run in the quantization-aware model (it was fused or traced away). Fix: set student_layers to the prepared model's name for it."
-    raise LayerNameError(msg)
+    # The module that runs in the student and holds the target: the target itself, or the group it was fused into.
+    holder = target if target in called else next((name for name in reversed(leaves[:position]) if name in called), None)
+    if holder is None:
+        msg = f"Layer {layer!r} does not run in the quantization-aware model (it was fused or traced away). Fix: set student_layers to the prepared model's name for it."
+        raise LayerNameError(msg)
+    if fused_after and _is_fused(student.get_submodule(holder)):
+        msg = (
+            f"Layer {layer!r} is inside a group fused by INC's quantization-aware training ({holder} .. {fused_after[-1]}), so its "
+            f"own output no longer exists. Fix: match {fused_after[-1]!r} (the group's output) in \"layers\", or set student_layers."
+        )
+        raise LayerNameError(msg)
+    return holder
 
 
 def _is_fused(module: nn.Module) -> bool:
