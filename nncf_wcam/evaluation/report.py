@@ -34,6 +34,28 @@ def _predictions(model: torch.nn.Module, inputs: torch.Tensor, logits_output=Non
         return logits_forward(model, logits_output)(inputs).argmax(1).tolist()
 
 
+def _ir_entry(ir_dir: Path, device: str, data: DatasetSplit, samples, target, teacher_occlusion, student, label, logits_output) -> dict:
+    """The IR's accuracy, its Occlusion agreement with the teacher, and (given its PyTorch student) their agreement."""
+    compiled = load_compiled(ir_dir, device)
+    ir_logits = run_compiled(compiled, data.test.tensors[0])
+    entry = {
+        "path": str(ir_dir),
+        "device": device,
+        "accuracy": float(np.mean(ir_logits.argmax(1) == data.test.tensors[1].numpy())),
+        "occlusion_agreement": _agreement(teacher_occlusion, ir_occlusion_maps(OpenVINOForward(compiled), samples, target, perturbations_per_eval=OCCLUSION_BATCH)),
+    }
+    if student is not None:
+        with torch.no_grad():
+            was_training = student.training
+            student.eval()
+            torch_logits = logits_forward(student, logits_output)(data.test.tensors[0]).numpy()
+            student.train(was_training)
+        entry["top1_agreement_with_pytorch"] = float(np.mean(torch_logits.argmax(1) == ir_logits.argmax(1)))
+        entry["max_abs_logit_diff"] = float(np.abs(torch_logits - ir_logits).max())
+        entry["student"] = label
+    return entry
+
+
 def evaluate_models(
     teacher: torch.nn.Module,
     students: dict,
@@ -81,28 +103,7 @@ def evaluate_models(
         figure_rows[label] = student_cam[:FIGURE_SAMPLES]
         figure_predictions[label] = _predictions(student, samples[:FIGURE_SAMPLES], logits_output)
     if ir_dir is not None:
-        compiled = load_compiled(ir_dir, device)
-        ir_logits = run_compiled(compiled, data.test.tensors[0])
-        ir_entry = {
-            "path": str(ir_dir),
-            "device": device,
-            "accuracy": float(np.mean(ir_logits.argmax(1) == data.test.tensors[1].numpy())),
-            "occlusion_agreement": _agreement(
-                teacher_occlusion,
-                ir_occlusion_maps(OpenVINOForward(compiled), samples, target, perturbations_per_eval=OCCLUSION_BATCH),
-            ),
-        }
-        if ir_student in students:
-            with torch.no_grad():
-                student = students[ir_student]
-                was_training = student.training
-                student.eval()
-                torch_logits = logits_forward(student, logits_output)(data.test.tensors[0]).numpy()
-                student.train(was_training)
-            ir_entry["top1_agreement_with_pytorch"] = float(np.mean(torch_logits.argmax(1) == ir_logits.argmax(1)))
-            ir_entry["max_abs_logit_diff"] = float(np.abs(torch_logits - ir_logits).max())
-            ir_entry["student"] = ir_student
-        result["ir"] = ir_entry
+        result["ir"] = _ir_entry(ir_dir, device, data, samples, target, teacher_occlusion, students.get(ir_student), ir_student, logits_output)
     if figure is not None:
         count = min(FIGURE_SAMPLES, len(samples))
         write_attribution_figure(
