@@ -22,6 +22,7 @@ from nncf_wcam.nncf2.base import RegularizerBuilder
 from nncf_wcam.nncf2.base import RegularizerController
 from nncf_wcam.nncf2.base import find_controller
 from nncf_wcam.schema.blocks import ATTRIBUTION_MATCHING
+from nncf_wcam.schema.validation import AlgorithmConfigError
 from nncf_wcam.schema.validation import plugin_block
 
 
@@ -45,6 +46,9 @@ class AttributionMatchingBuilder(RegularizerBuilder):
     def __init__(self, config: NNCFConfig, should_init: bool = True):
         # Checked before NNCF parses the block, so a bad block gets our one-line error.
         self.params = plugin_block(config, ATTRIBUTION_MATCHING)
+        if "inc" in config:  # NNCF would ignore it and train the matching loss without INC's algorithms
+            msg = "This config's \"inc\" section is for Intel Neural Compressor, which NNCF ignores. Fix: run it with nncf-wcam compress (or nncf_wcam.inc, docs/inc.md), or drop \"inc\" and put NNCF's algorithms in \"compression\"."
+            raise AlgorithmConfigError(msg)
         super().__init__(config, should_init)
         self._teacher = None
         self._layers = None

@@ -12,10 +12,13 @@ from nncf_wcam.nncf2.attribution_matching import attribution_controller
 from nncf_wcam.nncf2.training import compress
 from nncf_wcam.nncf2.training import fine_tune
 from nncf_wcam.nncf2.training import load_config
+from nncf_wcam.schema.validation import AlgorithmConfigError
+from nncf_wcam.zoo.models import SmallCNN
 
 from conftest import ROOT
 
-CONFIGS = sorted((ROOT / "configs").glob("*_wcam.json"))
+# The NNCF configs (inc_*: Intel Neural Compressor's, tested in tests_inc).
+CONFIGS = sorted(p for p in (ROOT / "configs").glob("*_wcam.json") if not p.name.startswith("inc_"))
 
 
 def _algorithms(config):
@@ -133,3 +136,10 @@ def test_fine_tune_freezes_batchnorm_statistics_in_the_last_epochs(trained_cnn, 
     stats_kept = [torch.equal(bn.running_mean, mean) and torch.equal(bn.num_batches_tracked, n) for bn, (mean, n) in zip(bns, stats_before)]
     assert all(stats_kept) if freeze_bn_epochs == 2 else not any(stats_kept)
     assert not all(torch.equal(bn.weight, w) for bn, w in zip(bns, weights_before))  # the weights trained either way
+
+
+def test_an_inc_config_is_refused_by_nncf_rather_than_run_without_its_algorithms(digits):
+    """NNCF ignores the "inc" section: it would train the matching loss alone, without INC's pruning."""
+    config = load_config(json.loads((ROOT / "configs" / "inc_pruning_wcam.json").read_text()))
+    with pytest.raises(AlgorithmConfigError, match="Intel Neural Compressor"):
+        compress(SmallCNN(width=4), config, digits.train)
