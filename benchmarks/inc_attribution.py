@@ -48,6 +48,7 @@ from nncf_wcam.inc import fine_tune
 from nncf_wcam.inc import prepare_compression
 from nncf_wcam.inc.fusion import student_layer_name
 from nncf_wcam.io.atomic import atomic_write_text
+from nncf_wcam.schema.blocks import ATTRIBUTION_MATCHING_DEFAULTS
 
 ALGORITHMS = ("inc_pruning_70", "inc_qat_int8")
 VARIANTS = ("naive", "am")
@@ -70,12 +71,13 @@ def train_inc_student(teacher, algorithm, variant, data, train_data, seed, args)
     """One student: INC's loop (the default block as one more config for `am`), measured before INC converts it."""
     steps_per_epoch = min(-(-len(train_data) // 64), args.max_steps or 10**9)
     confs = [inc_config(algorithm, args.epochs * steps_per_epoch, args)]
-    if variant == "am":
-        confs.append(AttributionMatchingConfig(layers=[LAYER], seed=seed))
+    if variant != "naive":  # "am": the default block; "beta_<b>": the default block at another weight
+        weight = float(variant[5:]) if variant.startswith("beta_") else ATTRIBUTION_MATCHING_DEFAULTS["weight"]
+        confs.append(AttributionMatchingConfig(layers=[LAYER], seed=seed, weight=weight))
     torch.manual_seed(seed)
     manager = prepare_compression(copy.deepcopy(teacher), confs)
     started = time.time()
-    history = fine_tune(manager, train_data, epochs=args.epochs, optimizer_spec=optimizer_spec(args), batch_size=64, seed=seed, max_steps=args.max_steps, end=False)
+    history = fine_tune(manager, train_data, epochs=args.epochs, optimizer_spec=optimizer_spec(args), batch_size=64, seed=seed, max_steps=args.max_steps, end=False, freeze_bn_epochs=args.freeze_bn_epochs)
     train_s = time.time() - started
     trained = manager.model.model
     student_layer = student_layer_name(teacher, trained, LAYER)
@@ -129,6 +131,9 @@ def write_reports(args, header: str) -> None:
     runs = load_runs(args.output / "runs")
     summary = summarize_runs(runs)
     markdown = header + "\n## Naive against the default block (mean ± std over seeds)\n\n" + main_table(summary, list(VARIANTS))
+    swept = sorted({v for per in summary.values() for v in per if v.startswith("beta_")}, key=lambda v: float(v[5:]))
+    if swept:
+        markdown += f"\n## β sweep (seed {args.seeds[0]}; `am` is β = {ATTRIBUTION_MATCHING_DEFAULTS['weight']:g}, mean of all seeds)\n\n" + main_table(summary, ["naive", "am", *swept])
     markdown += "\n## What INC delivered\n\n" + extras_table(runs) + "\n## Targets\n\n" + targets(summary)
     atomic_write_text(args.output / "table.md", markdown)
     atomic_write_text(args.output / "results.json", json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "summary": summary}, indent=2))
@@ -155,6 +160,8 @@ def parse_args():
     parser.set_defaults(width=64, teacher_cache=Path(__file__).parent / "results" / "attribution_preservation")
     parser.add_argument("--algorithms", nargs="+", choices=ALGORITHMS, default=list(ALGORITHMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--betas", nargs="*", type=float, default=[], help="the default block at these weights too (first seed): what limits the gap closed")
+    parser.add_argument("--freeze-bn-epochs", type=int, default=0, help="BatchNorm statistics frozen for the last epochs (as the configs' \"freeze_bn_epochs\")")
     parser.add_argument("--pruning-frequency", type=int, default=25, help="steps between INC's pruning updates")
     parser.add_argument("--ig-samples", type=int, default=64)
     parser.add_argument("--ig-steps", type=int, default=16)
@@ -179,6 +186,7 @@ def main() -> None:
     teacher_maps = TeacherMaps(teacher, data.test.tensors[0][: args.eval_samples], args.ig_samples, args.ig_steps)
     grid_models = {}
     jobs = [(a, v, s) for s in args.seeds for a in args.algorithms for v in VARIANTS]
+    jobs += [(a, f"beta_{beta:g}", args.seeds[0]) for beta in args.betas for a in args.algorithms]
     for algorithm, variant, seed in tqdm(jobs, desc="INC students"):
         path = args.output / "runs" / f"{algorithm}_{variant}_{seed}.json"
         if path.is_file():
@@ -186,13 +194,13 @@ def main() -> None:
         result, maps_model, layer = run_one(teacher, teacher_maps, algorithm, variant, seed, data, train_data, args)
         atomic_write_text(path, json.dumps({"algorithm": algorithm, "variant": variant, "seed": seed, "result": result}, indent=2))
         tqdm.write(f"{algorithm:>15} {variant:>6} seed {seed}: acc {result['accuracy']:.4f}, " + ", ".join(f"{SHORT[m]} r {result[m]['pearson']:.3f}" for m in METHODS) + f" ({result['train_s']:.0f} s)")
-        if seed == args.seeds[0]:
+        if seed == args.seeds[0] and variant in VARIANTS:
             grid_models.setdefault(algorithm, {})[variant] = (maps_model, layer)
     write_grids(args, teacher, data, grid_models)
     header = (
         f"{data.description}; teacher SmallCNN(width={args.width}) ({args.teacher_epochs} epochs on all {len(data.train)} training images), accuracy {teacher_acc * 100:.2f} %; "
         f"students fine-tuned on the first {len(train_data)} with INC {nncf_wcam.inc.installed_inc_version()}'s loop: {args.epochs} epochs, batch 64, {json.dumps(optimizer_spec(args))}; "
-        f"pruning snip_momentum 4x1 to 70 % over the first half, every {args.pruning_frequency} steps; QAT: INC's FX default (int8); matched layer {LAYER}; "
+        f"pruning snip_momentum 4x1 to 70 % over the first half, every {args.pruning_frequency} steps; QAT: INC's FX default (int8); BatchNorm statistics frozen for the last {args.freeze_bn_epochs} epochs; matched layer {LAYER}; "
         f"seeds {args.seeds}; Grad-CAM and Saliency on {args.eval_samples} held-out images, IG ({args.ig_steps} steps) on {args.ig_samples}; this invocation {(time.time() - started) / 60:.1f} min.\n"
     )
     atomic_write_text(header_path, header)

@@ -105,3 +105,15 @@ def test_each_pruning_config_keeps_its_own_target_in_one_process(trained_cnn, di
         fine_tune(manager, small_subset(digits.train, 128), epochs=2, batch_size=32)
         reached[target] = conv_sparsity(manager.model.model)
     assert abs(reached[0.5] - 0.5) < 0.02 and abs(reached[0.8] - 0.8) < 0.02, reached
+
+
+def test_freeze_bn_epochs_freezes_the_statistics_of_fused_and_plain_batchnorm(trained_cnn, digits):
+    import copy
+
+    for config in (QuantizationAwareTrainingConfig(), pruning_config(0.5, end_step=2)):
+        manager = prepare_compression(copy.deepcopy(trained_cnn), [config, AttributionMatchingConfig(layers=["features.9"])])
+        fine_tune(manager, small_subset(digits.train, 64), epochs=2, batch_size=32, end=False, freeze_bn_epochs=1)
+        model = manager.model.model
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        assert norms and not any(m.training for m in norms), type(config).__name__
+        assert all(m.freeze_bn for m in model.modules() if hasattr(m, "freeze_bn")), type(config).__name__

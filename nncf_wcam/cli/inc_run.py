@@ -82,7 +82,7 @@ def _train_one(run: Run, label: str, matching: bool) -> IncRunResult:
     steps = -(-len(run.data.train) // settings.batch_size)
     steps = min(steps, settings.max_steps) if settings.max_steps else steps
     with stage_bar(label, settings.epochs * steps) as bar:
-        history = fine_tune(manager, run.data.train, epochs=settings.epochs, optimizer_spec=run.raw.get("optimizer"), batch_size=settings.batch_size, seed=settings.seed, max_steps=settings.max_steps, logits_output=run.logits_output, end=False, bar=bar)
+        history = fine_tune(manager, run.data.train, epochs=settings.epochs, optimizer_spec=run.raw.get("optimizer"), batch_size=settings.batch_size, seed=settings.seed, max_steps=settings.max_steps, logits_output=run.logits_output, end=False, bar=bar, freeze_bn_epochs=run.raw.get("freeze_bn_epochs", 0))
     for epoch, record in enumerate(history):
         say(f"[{label}] epoch {epoch + 1}/{settings.epochs}: mean task loss {record['task_loss']:.4f}, mean total loss {record['loss']:.4f} ({record['steps']} steps)")
     trained = manager.model.model

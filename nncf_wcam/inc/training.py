@@ -15,8 +15,10 @@ from tqdm import tqdm
 
 from nncf_wcam.core.logits import LogitsSelector
 from nncf_wcam.core.logits import select_logits
+from nncf_wcam.core.training import batchnorm_frozen
 from nncf_wcam.core.training import check_finite_losses
 from nncf_wcam.core.training import check_finite_model
+from nncf_wcam.core.training import freeze_batchnorm_statistics
 from nncf_wcam.core.training import make_lr_scheduler
 from nncf_wcam.core.training import make_optimizer
 
@@ -38,6 +40,7 @@ def fine_tune(
     end: bool = True,
     progress: bool = False,
     bar: Optional[tqdm] = None,
+    freeze_bn_epochs: int = 0,
 ) -> List[dict]:
     """Fine-tunes `manager.model` with INC's callbacks and the optimizer of an NNCF-sample-style block
     (`{"type": "Adam", "base_lr": 1e-3, "schedule_type": "cosine"}`, the schedule stepped per epoch, as the
@@ -45,7 +48,9 @@ def fine_tune(
 
     `end=False` leaves `on_train_end` (which converts a QAT model to int8) to the caller, who may still want the
     fake-quantized model (for Grad-CAM). `bar`: a caller's progress bar advanced once per step (instead of one
-    bar per epoch with `progress`). Returns per-epoch means of the task loss and of the total loss.
+    bar per epoch with `progress`). `freeze_bn_epochs`: BatchNorm statistics frozen for that many last epochs
+    (the config's "freeze_bn_epochs"; torch.ao's `freeze_bn_stats` for fused QAT modules). Returns per-epoch means
+    of the task loss and of the total loss.
     """
     torch.manual_seed(seed)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
@@ -56,8 +61,11 @@ def fine_tune(
     schedule = make_lr_scheduler(optimizer, optimizer_spec, epochs)
     steps_per_epoch = min(len(loader), max_steps) if max_steps else len(loader)
     history = []
-    model.train()
     for epoch in range(epochs):
+        model.train()
+        if batchnorm_frozen(epoch, epochs, freeze_bn_epochs):
+            freeze_batchnorm_statistics(model)
+            model.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)  # fused Conv-BN modules keep a flag of their own
         callbacks.on_epoch_begin(epoch)
         task_sum = total_sum = 0.0
         batches = tqdm(loader, total=steps_per_epoch, desc=f"INC epoch {epoch + 1}/{epochs}", disable=not progress or bar is not None, leave=False)
