@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -17,8 +18,13 @@ def readme_inc_block() -> str:
     return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
 
-def test_the_readme_inc_loop_runs_as_written_and_exports(teacher_copy, digits, tmp_path, monkeypatch):
+@pytest.mark.parametrize("algorithm", ["pruning", "qat"])
+def test_the_readme_inc_loop_runs_as_written_and_exports(algorithm, teacher_copy, digits, tmp_path, monkeypatch):
+    """As written; for QAT with the one change its comment names (QuantizationAwareTrainingConfig() for pruning)."""
     monkeypatch.chdir(tmp_path)
+    code = readme_inc_block()
+    if algorithm == "qat":
+        code = "from neural_compressor.config import QuantizationAwareTrainingConfig\n" + re.sub(r"^pruning = .*$", "pruning = QuantizationAwareTrainingConfig()", code, flags=re.MULTILINE)
     x = digits.test.tensors[0][:8]
     namespace = {
         "torch": torch,
@@ -29,6 +35,6 @@ def test_the_readme_inc_loop_runs_as_written_and_exports(teacher_copy, digits, t
         "criterion": F.cross_entropy,
         "sample_inputs": digits.test.tensors[0][:32],
     }
-    exec(compile(readme_inc_block(), "README.md", "exec"), namespace)  # noqa: S102  (our own README)
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102  (our own README)
     assert (tmp_path / "ir" / "model.xml").is_file() and (tmp_path / "ir" / "manifest.json").is_file()
     assert namespace["manager"].callbacks.matcher.last_layer_losses, "the matching loss never ran"
