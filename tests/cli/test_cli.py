@@ -1,5 +1,6 @@
 """The `nncf-wcam` command line end to end on tests/configs/tiny.json: compress, export, evaluate, errors."""
 
+import importlib.util
 import json
 import os
 import re
@@ -295,3 +296,15 @@ def test_compress_trains_on_cuda(tmp_path):
     manifest = json.loads((output / "ir" / "manifest.json").read_text())
     assert manifest["device"] == "CPU" and manifest["parity"]["num_samples"] == 8
     assert json.loads((output / "run.json").read_text())["device"] == "cuda"
+
+
+def test_an_inc_config_without_inc_installed_is_one_json_error_and_writes_nothing(tmp_path, capsys):
+    """The INC configs ship with the package; without Intel Neural Compressor they say what to install."""
+    if importlib.util.find_spec("neural_compressor") is not None:
+        pytest.skip("Intel Neural Compressor is installed here (tests_inc runs these configs)")
+    output = tmp_path / "run"
+    code = cli.main(["compress", "--config", "inc_pruning_wcam", "--output", str(output), "--json"])
+    error = json.loads(capsys.readouterr().out)
+    assert code == 2 and error["exit_code"] == 2
+    assert "Intel Neural Compressor 3.7" in error["error"] and "pip install" in error["error"]
+    assert not output.exists()
