@@ -147,3 +147,16 @@ def test_the_loss_before_on_train_begin_is_refused(teacher_copy, digits):
     out = manager.model.model(digits.train.tensors[0][:4])
     with pytest.raises(IncLoopError, match="on_train_begin"):
         manager.callbacks.on_after_compute_loss(None, out, out.sum())
+
+
+def test_example_inputs_the_model_cannot_run_are_one_line(teacher_copy):
+    with pytest.raises(IncConfigError) as error:
+        prepare_compression(teacher_copy, [pruning(), AttributionMatchingConfig(example_inputs=torch.zeros(2, 3, 16, 16))])
+    assert "example_inputs" in one_line(error.value) and "3 channels" in str(error.value)
+
+
+def test_a_model_that_is_not_a_module_or_bad_student_layers_are_one_line(teacher_copy):
+    with pytest.raises(IncConfigError, match="nn.Module"):
+        prepare_compression("model.pt", [pruning(), AttributionMatchingConfig(layers=["features.9"])])
+    with pytest.raises(nncf_wcam.inc.MatchingConfigError, match="student_layers"):
+        AttributionMatchingConfig(layers=["features.9"], student_layers="features.9")

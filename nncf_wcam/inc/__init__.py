@@ -21,6 +21,7 @@ warnings.filterwarnings("ignore", message=r"pkg_resources is deprecated as an AP
 _TRAINING = {
     "AttributionMatchingConfig": "nncf_wcam.inc.config",
     "TeacherError": "nncf_wcam.inc.config",
+    "MatchingConfigError": "nncf_wcam.inc.config",
     "prepare_compression": "nncf_wcam.inc.compression",
     "attribution_matcher": "nncf_wcam.inc.compression",
     "IncConfigError": "nncf_wcam.inc.compression",

@@ -25,6 +25,7 @@ from nncf_wcam.core.layers import choose_layers
 from nncf_wcam.core.layers import requested_layers
 from nncf_wcam.core.matcher import AttributionMatcher
 from nncf_wcam.errors import NncfWcamError
+from nncf_wcam.errors import error_summary
 from nncf_wcam.inc.callbacks import AttributionMatchingCallBacks
 from nncf_wcam.inc.config import AttributionMatchingConfig
 from nncf_wcam.inc.config import resolve_teacher
@@ -60,8 +61,14 @@ def teacher_layers(config: AttributionMatchingConfig, teacher: nn.Module) -> Lis
     if requested == AUTO and config.example_inputs is None:
         msg = "layers=\"auto\" needs example_inputs (one batch of inputs) to run the model once. Fix: pass AttributionMatchingConfig(example_inputs=x), or name the layers."
         raise LayerNameError(msg)
-    with torch.no_grad():
-        return choose_layers(teacher, requested, _example_forward(teacher, config.example_inputs))
+    try:
+        with torch.no_grad():
+            return choose_layers(teacher, requested, _example_forward(teacher, config.example_inputs))
+    except (RuntimeError, TypeError, ValueError) as error:
+        if isinstance(error, NncfWcamError):
+            raise
+        msg = f"The model failed on AttributionMatchingConfig.example_inputs ({error_summary(error, 160)}). Fix: pass one batch shaped like the model's input (e.g. x[:2])."
+        raise IncConfigError(msg) from error
 
 
 def _matcher_factory(config: AttributionMatchingConfig, teacher: nn.Module, layers: List[str]):
@@ -101,6 +108,8 @@ def prepare_compression(model: nn.Module, confs: Any, **kwargs) -> CompressionMa
     Returns INC's CompressionManager; with attribution matching its `callbacks` add the matching loss in
     `on_after_compute_loss` (the matcher: `attribution_matcher(manager)`, after `on_train_begin`).
     """
+    if not isinstance(model, nn.Module):
+        raise IncConfigError(f"prepare_compression needs the torch nn.Module to compress, got {type(model).__name__}.")
     config, inc_configs = _split_configs(confs)
     _own_pruning_configs(inc_configs)
     if config is None:

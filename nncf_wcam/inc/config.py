@@ -37,7 +37,11 @@ from nncf_wcam.schema.validation import check_block
 _INC_FIELDS = ("teacher", "student_layers", "example_inputs")
 
 
-class TeacherError(NncfWcamError, ValueError):
+class MatchingConfigError(NncfWcamError, ValueError):
+    """A field of AttributionMatchingConfig that the schema does not cover cannot be used."""
+
+
+class TeacherError(MatchingConfigError):
     """The teacher given to AttributionMatchingConfig cannot be used."""
 
 
@@ -64,7 +68,7 @@ class AttributionMatchingConfig:
         check_block({"algorithm": ATTRIBUTION_MATCHING, **block}, ATTRIBUTION_MATCHING, ATTRIBUTION_MATCHING_SCHEMA)
         if self.student_layers is not None and (isinstance(self.student_layers, str) or not all(isinstance(n, str) for n in self.student_layers)):
             msg = f"AttributionMatchingConfig.student_layers is {short_repr(self.student_layers)}; give a list of the student's module names, one per entry of layers."
-            raise TeacherError(msg)
+            raise MatchingConfigError(msg)
 
     def block(self) -> dict:
         """The JSON block's keys (what the schema checks), without INC's own fields."""
