@@ -88,3 +88,12 @@ def test_int4_batchnorm_quick(tmp_path):
     assert (tmp_path / "eval_accuracy_per_epoch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "data:" in stdout
 
+
+
+def test_one_batch_fit_quick(tmp_path):
+    _run("one_batch_fit.py", tmp_path)
+    results = json.loads((tmp_path / "width4.json").read_text())["results"]
+    assert set(results) == {"filter_pruning", "magnitude_sparsity"}
+    for result in results.values():
+        assert 0.0 <= result["distance"] <= 4.0 and -1.0 <= result["grad_cam_r_on_batch"] <= 1.0
+    assert "| filter_pruning | 4 | 3 |" in (tmp_path / "width4.md").read_text()
