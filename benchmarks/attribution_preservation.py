@@ -28,6 +28,7 @@ import copy
 import json
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -179,11 +180,13 @@ def measure(teacher_maps: TeacherMaps, student, data, student_layer: str = LAYER
 
 # --- aggregation --------------------------------------------------------------------------------
 
-def load_runs(runs_dir: Path) -> dict:
-    """{algorithm: {variant: [result, ...]}} from the per-run JSON files."""
+def load_runs(runs_dir: Path, seed: Optional[int] = None) -> dict:
+    """{algorithm: {variant: [result, ...]}} from the per-run JSON files (of one seed, given `seed`)."""
     runs = {}
     for path in sorted(runs_dir.glob("*.json")):
         record = json.loads(path.read_text())
+        if seed is not None and record["seed"] != seed:
+            continue
         runs.setdefault(record["algorithm"], {}).setdefault(record["variant"], []).append(record["result"])
     return runs
 

@@ -47,6 +47,7 @@ from nncf_wcam.inc import export_ir
 from nncf_wcam.inc import fine_tune
 from nncf_wcam.inc import prepare_compression
 from nncf_wcam.inc.fusion import student_layer_name
+from nncf_wcam.inc.statistics import conv_weight_sparsity
 from nncf_wcam.io.atomic import atomic_write_text
 from nncf_wcam.schema.blocks import ATTRIBUTION_MATCHING_DEFAULTS
 
@@ -60,11 +61,6 @@ def inc_config(algorithm: str, total_steps: int, args):
         return QuantizationAwareTrainingConfig()
     end = max(1, total_steps // 2)
     return WeightPruningConfig(target_sparsity=0.7, pruning_type="snip_momentum", pattern="4x1", start_step=0, end_step=end, pruning_frequency=min(args.pruning_frequency, end))
-
-
-def conv_sparsity(model: torch.nn.Module) -> float:
-    weights = [p for name, p in model.named_parameters() if p.dim() == 4 and "weight" in name]
-    return float(sum(int((w == 0).sum()) for w in weights) / max(1, sum(w.numel() for w in weights)))
 
 
 def train_inc_student(teacher, algorithm, variant, data, train_data, seed, args):
@@ -95,7 +91,7 @@ def run_one(teacher, teacher_maps, algorithm, variant, seed, data, train_data, a
     result = measure(teacher_maps, maps_model, data, student_layer)
     result["accuracy_fake_quantized"] = result["accuracy"]
     result["accuracy"] = accuracy(delivered, data.test)
-    result["conv_sparsity"] = conv_sparsity(delivered)
+    result["conv_sparsity"] = conv_weight_sparsity(delivered)
     result["student_layer"] = student_layer
     export = export_ir(delivered, args.output / "ir" / f"{algorithm}_{variant}_{seed}", data.test.tensors[0][:64])
     result["ir_parity"] = export.manifest["parity"]
@@ -116,25 +112,16 @@ def targets(summary: dict) -> str:
 
 
 def extras_table(runs: dict) -> str:
-    lines = ["| algorithm | variant | conv sparsity | IR top-1 parity (min) | IR max abs diff (max) | IR runtime precisions | train s (mean) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| algorithm | variant | conv weights pruned | IR top-1 parity (min) | IR max abs diff (max) | IR runtime precisions | train s (mean) |", "|---|---|---|---|---|---|---|"]
     for algorithm, per_variant in runs.items():
         for variant, results in per_variant.items():
             parity = [r["ir_parity"] for r in results]
+            pruned = f"{np.mean([r['conv_sparsity'] for r in results]):.3f}" if "pruning" in algorithm else "-"
             lines.append(
-                f"| {algorithm} | {variant} | {np.mean([r['conv_sparsity'] for r in results]):.3f} | {min(p['top1_agreement'] for p in parity):.3f} | "
-                f"{max(p['max_abs_diff'] for p in parity):.1e} | {json.dumps(results[0]['ir_runtime_precisions'])} | {np.mean([r['train_s'] for r in results]):.0f} |"
+                f"| {algorithm} | {variant} | {pruned} | {min(p['top1_agreement'] for p in parity):.3f} | {max(p['max_abs_diff'] for p in parity):.1e} | "
+                f"{json.dumps(results[0]['ir_runtime_precisions'])} | {np.mean([r['train_s'] for r in results]):.0f} |"
             )
     return "\n".join(lines) + "\n"
-
-
-def runs_of_seed(runs_dir: Path, seed: int) -> dict:
-    """{algorithm: {variant: [result]}} of one seed's runs."""
-    runs = {}
-    for path in sorted(runs_dir.glob("*.json")):
-        record = json.loads(path.read_text())
-        if record["seed"] == seed:
-            runs.setdefault(record["algorithm"], {}).setdefault(record["variant"], []).append(record["result"])
-    return runs
 
 
 def write_reports(args, header: str) -> None:
@@ -143,7 +130,7 @@ def write_reports(args, header: str) -> None:
     markdown = header + "\n## Naive against the default block (mean ± std over seeds)\n\n" + main_table(summary, list(VARIANTS))
     swept = sorted({v for per in summary.values() for v in per if v.startswith("beta_")}, key=lambda v: float(v[5:]))
     if swept:  # compared on the sweep's own seed: seeds differ more than the betas do
-        first = summarize_runs(runs_of_seed(args.output / "runs", args.seeds[0]))
+        first = summarize_runs(load_runs(args.output / "runs", seed=args.seeds[0]))
         markdown += f"\n## β sweep (seed {args.seeds[0]} only; `am` is the default β = {ATTRIBUTION_MATCHING_DEFAULTS['weight']:g})\n\n" + main_table(first, ["naive", "am", *swept])
     markdown += "\n## What INC delivered\n\n" + extras_table(runs) + "\n## Targets\n\n" + targets(summary)
     atomic_write_text(args.output / "table.md", markdown)

@@ -116,14 +116,9 @@ def train_inc_students(run: Run) -> list:
     return runs
 
 
-def conv_sparsity(model: nn.Module) -> float:
-    """Fraction of zero weights in the convolutions (INC's int8 modules hold theirs out of named_parameters)."""
-    weights = [m.weight() if callable(m.weight) else m.weight for m in model.modules() if "Conv" in type(m).__name__ and hasattr(m, "weight")]
-    weights = [w.dequantize() if w.is_quantized else w for w in weights]
-    return float(sum(int((w == 0).sum()) for w in weights) / max(1, sum(w.numel() for w in weights)))
-
-
 def inc_records(entry: dict, trained: IncRunResult) -> None:
+    from nncf_wcam.inc.statistics import conv_weight_sparsity
+
     entry["algorithms"] = trained.algorithms
-    entry["compression"] = {"framework": "intel_neural_compressor", "conv_weight_sparsity": conv_sparsity(trained.delivered), "grad_cam_layer": trained.student_layer}
+    entry["compression"] = {"framework": "intel_neural_compressor", "conv_weight_sparsity": conv_weight_sparsity(trained.delivered), "grad_cam_layer": trained.student_layer}
     entry["checkpoint"] = None
