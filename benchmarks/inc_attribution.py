@@ -42,11 +42,10 @@ from nncf_wcam.evaluation.accuracy import accuracy
 from nncf_wcam.evaluation.attributions import attribution_maps
 from nncf_wcam.evaluation.figures import write_attribution_figure
 from nncf_wcam.inc import AttributionMatchingConfig
-from nncf_wcam.inc import attribution_matcher
+from nncf_wcam.inc import end_training
 from nncf_wcam.inc import export_ir
 from nncf_wcam.inc import fine_tune
 from nncf_wcam.inc import prepare_compression
-from nncf_wcam.inc.fusion import student_layer_name
 from nncf_wcam.inc.statistics import conv_weight_sparsity
 from nncf_wcam.io.atomic import atomic_write_text
 from nncf_wcam.schema.blocks import ATTRIBUTION_MATCHING_DEFAULTS
@@ -75,14 +74,7 @@ def train_inc_student(teacher, algorithm, variant, data, train_data, seed, args)
     started = time.time()
     history = fine_tune(manager, train_data, epochs=args.epochs, optimizer_spec=optimizer_spec(args), batch_size=64, seed=seed, max_steps=args.max_steps, end=False, freeze_bn_epochs=args.freeze_bn_epochs)
     train_s = time.time() - started
-    trained = manager.model.model
-    student_layer = student_layer_name(teacher, trained, LAYER)
-    if attribution_matcher(manager) is not None:
-        attribution_matcher(manager).remove()  # its hooks hold tensors a deepcopy cannot copy
-    # Grad-CAM needs the fake-quantized model, which INC converts to int8 in on_train_end.
-    maps_model = copy.deepcopy(trained).eval() if algorithm == "inc_qat_int8" else trained
-    manager.callbacks.on_train_end()
-    delivered = manager.model.model.eval()
+    maps_model, student_layer, delivered = end_training(manager, teacher, LAYER)
     return maps_model, student_layer, delivered, {"train_s": train_s, "last_epoch_task_loss": history[-1]["task_loss"]}
 
 

@@ -6,7 +6,6 @@ The students are measured where attributions live: Grad-CAM on the fake-quantize
 module that ends at the matched layer) or the pruned model; the IR is INC's converted int8 or pruned model.
 """
 
-import copy
 import logging
 import time
 import warnings
@@ -29,7 +28,6 @@ from nncf_wcam.schema.blocks import ATTRIBUTION_MATCHING
 from nncf_wcam.schema.validation import plugin_blocks
 
 NAIVE = "naive"
-QAT = "quantization_aware_training"
 
 
 @dataclass
@@ -69,10 +67,9 @@ def _teacher(run: Run) -> nn.Module:
 
 
 def _train_one(run: Run, label: str, matching: bool) -> IncRunResult:
-    from nncf_wcam.inc import attribution_matcher
+    from nncf_wcam.inc import end_training
     from nncf_wcam.inc import fine_tune
     from nncf_wcam.inc import prepare_compression
-    from nncf_wcam.inc.fusion import student_layer_name
 
     section, settings = inc_section(run.raw), run.settings
     confs = inc_configs(section) + ([_matching_config(run)] if matching else [])
@@ -85,13 +82,7 @@ def _train_one(run: Run, label: str, matching: bool) -> IncRunResult:
         history = fine_tune(manager, run.data.train, epochs=settings.epochs, optimizer_spec=run.raw.get("optimizer"), batch_size=settings.batch_size, seed=settings.seed, max_steps=settings.max_steps, logits_output=run.logits_output, end=False, bar=bar, freeze_bn_epochs=run.raw.get("freeze_bn_epochs", 0))
     for epoch, record in enumerate(history):
         say(f"[{label}] epoch {epoch + 1}/{settings.epochs}: mean task loss {record['task_loss']:.4f}, mean total loss {record['loss']:.4f} ({record['steps']} steps)")
-    trained = manager.model.model
-    student_layer = student_layer_name(_teacher(run), trained, run.report_layer)
-    if attribution_matcher(manager) is not None:
-        attribution_matcher(manager).remove()  # its hooks hold tensors that a deepcopy cannot copy
-    # Attributions need gradients: the fake-quantized model, which on_train_end converts to int8.
-    measured = copy.deepcopy(trained).eval() if QAT in section else trained
-    manager.callbacks.on_train_end()
+    measured, student_layer, delivered = end_training(manager, _teacher(run), run.report_layer)
     return IncRunResult(
         label=label,
         compression_ctrl=None,
@@ -100,7 +91,7 @@ def _train_one(run: Run, label: str, matching: bool) -> IncRunResult:
         checkpoint=None,
         train_seconds=time.perf_counter() - start,
         layers=list(run.layers) if matching else [],
-        delivered=manager.model.model.eval(),
+        delivered=delivered,
         student_layer=student_layer,
         algorithms=[*section, *([ATTRIBUTION_MATCHING] if matching else [])],
     )

@@ -27,6 +27,7 @@ _TRAINING = {
     "IncConfigError": "nncf_wcam.inc.compression",
     "IncLoopError": "nncf_wcam.inc.callbacks",
     "fine_tune": "nncf_wcam.inc.training",
+    "end_training": "nncf_wcam.inc.training",
 }
 _ANY_VERSION = {
     "export_ir": "nncf_wcam.inc.export",

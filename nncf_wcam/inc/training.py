@@ -3,12 +3,14 @@ benchmarks use it; users may copy it). The optimizer is built after `on_train_be
 quantization-aware training replaces the model there.
 """
 
+import copy
 from typing import List
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from neural_compressor.training import CompressionManager
+from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset
 from tqdm import tqdm
@@ -21,6 +23,7 @@ from nncf_wcam.core.training import check_finite_model
 from nncf_wcam.core.training import freeze_batchnorm_statistics
 from nncf_wcam.core.training import make_lr_scheduler
 from nncf_wcam.core.training import make_optimizer
+from nncf_wcam.inc.fusion import student_layer_name
 
 
 def _total_loss(manager: CompressionManager, x, output, task_loss):
@@ -94,3 +97,22 @@ def fine_tune(
     if end:
         callbacks.on_train_end()
     return history
+
+
+def end_training(manager: CompressionManager, teacher: nn.Module, layer: str) -> tuple:
+    """Ends INC's training and keeps what attributions need: (measured model, its name of the teacher's `layer`,
+    delivered model).
+
+    `on_train_end` converts a QAT model to int8 modules, which have no gradients: the measured model is then a
+    copy of the fake-quantized model taken just before (a pruned model is measured as delivered). The matcher's
+    hooks are removed first (they hold a step's tensors, which a deepcopy cannot copy).
+    """
+    trained = manager.model.model
+    name = student_layer_name(teacher, trained, layer)
+    matcher = getattr(manager.callbacks, "matcher", None)
+    if matcher is not None:
+        matcher.remove()
+    fake_quantized = any(isinstance(m, torch.ao.quantization.FakeQuantizeBase) for m in trained.modules())
+    measured = copy.deepcopy(trained).eval() if fake_quantized else trained
+    manager.callbacks.on_train_end()
+    return measured, name, manager.model.model.eval()
