@@ -9,7 +9,11 @@ from neural_compressor.config import WeightPruningConfig
 from conftest import small_subset
 from nncf_wcam.core.matcher import frozen_copy
 from nncf_wcam.inc import AttributionMatchingConfig
+from nncf_wcam.evaluation.agreement import map_agreement
+from nncf_wcam.evaluation.agreement import summarize
+from nncf_wcam.evaluation.attributions import attribution_maps
 from nncf_wcam.inc import attribution_matcher
+from nncf_wcam.inc import end_training
 from nncf_wcam.inc import export_ir
 from nncf_wcam.inc import fine_tune
 from nncf_wcam.inc import prepare_compression
@@ -39,17 +43,21 @@ def test_pruning_with_the_matcher_reaches_its_target_sparsity_and_exports(teache
     assert manifest["ir"]["zero_fraction"] > 0.5  # the pruned zeros reached the IR
 
 
-def test_qat_with_the_matcher_converts_to_int8_and_exports_u8(teacher_copy, digits, example, tmp_path):
+def test_qat_with_the_matcher_converts_to_int8_and_exports_u8(trained_cnn, teacher_copy, digits, example, tmp_path):
     manager = prepare_compression(teacher_copy, [QuantizationAwareTrainingConfig(), AttributionMatchingConfig(example_inputs=example)])
     fine_tune(manager, small_subset(digits.train), epochs=1, batch_size=32, max_steps=4, end=False)
     matcher = attribution_matcher(manager)
     # FX fuses features.7-9 (Conv, BN, ReLU) into one module named features.7: its output is the teacher's features.9.
     assert matcher.layers == ["features"] and matcher.student_layers == ["features.7"]
     assert matcher.last_layer_losses["features"] > 0
-    manager.callbacks.on_train_end()
-    model = manager.model.model
+    measured, layer, model = end_training(manager, trained_cnn, "features.9")
     quantized = [type(m).__module__ for m in model.modules() if "quantized" in type(m).__module__]
     assert quantized, "no quantized module after INC's conversion"
+    # Attributions on the fake-quantized copy, at the fused layer: evaluation works unchanged.
+    x = digits.test.tensors[0][:8]
+    target = trained_cnn(x).argmax(1)
+    maps = [attribution_maps(m, x, "grad_cam", target=target, layer=name) for m, name in ((trained_cnn, "features.9"), (measured, layer))]
+    assert layer == "features.7" and summarize(map_agreement(*maps))["pearson"] > 0.5
     # torch.ao's int8 kernels and OpenVINO's round differently (one output step at most): a sample near a tie may
     # flip on a model this briefly trained, so one flip in 64 is allowed here.
     result = export_ir(model, tmp_path / "ir", digits.test.tensors[0][:64], min_top1_agreement=0.98)
