@@ -1,4 +1,5 @@
-"""On NNCF 3.x every module outside the NNCF 2.19 adapter and the command line imports; those two refuse in one line."""
+"""On NNCF 3.x every module outside the NNCF 2.19 adapter, the command line and INC 3.7's training API imports;
+those refuse in one line."""
 
 import pkgutil
 import subprocess
@@ -10,6 +11,8 @@ import nncf_wcam
 from nncf_wcam import NNCFGenerationError
 
 NNCF2_ONLY = ("nncf_wcam.nncf2", "nncf_wcam.cli")
+# Intel Neural Compressor 3.7's training API (this environment has no INC): they refuse in one line too.
+INC_TRAINING = ("nncf_wcam.inc.framework", "nncf_wcam.inc.callbacks", "nncf_wcam.inc.compression", "nncf_wcam.inc.training")
 MODULES = sorted(m.name for m in pkgutil.walk_packages(nncf_wcam.__path__, "nncf_wcam.") if not m.name.endswith("__main__"))
 
 
@@ -26,6 +29,8 @@ def test_every_module_imports_or_refuses_in_one_line(module):
     lines = result.stdout.strip().splitlines()
     if module.startswith(NNCF2_ONLY):
         assert len(lines) == 1 and lines[0].startswith("NNCFGenerationError: ") and "needs NNCF 2.x, found NNCF 3.4" in lines[0], result.stdout
+    elif module in INC_TRAINING:
+        assert len(lines) == 1 and lines[0].startswith("IncVersionError: ") and "Intel Neural Compressor 3.7.x, found none" in lines[0], result.stdout
     else:
         assert lines == [], result.stdout
 

@@ -32,9 +32,9 @@ def _inc_class(algorithm: str):
     from nncf_wcam.inc.versions import require_training_api
 
     require_training_api("A config with an \"inc\" section")
-    import neural_compressor.config
+    from nncf_wcam.inc import framework
 
-    return getattr(neural_compressor.config, INC_ALGORITHMS[algorithm])
+    return getattr(framework, INC_ALGORITHMS[algorithm])
 
 
 def _check_keys(algorithm: str, options: Any, cls) -> None:

@@ -12,11 +12,11 @@ from typing import Callable
 from typing import Optional
 
 import torch
-from neural_compressor.training import CallBacks
 from torch import nn
 
 from nncf_wcam.core.matcher import AttributionMatcher
 from nncf_wcam.errors import NncfWcamError
+from nncf_wcam.inc.framework import CallBacks
 
 
 class IncLoopError(NncfWcamError, RuntimeError):

@@ -14,9 +14,6 @@ from typing import Any
 from typing import List
 
 import torch
-from neural_compressor.config import WeightPruningConfig
-from neural_compressor.training import CompressionManager
-from neural_compressor.training import prepare_compression as inc_prepare_compression
 from torch import nn
 
 from nncf_wcam.core.layers import AUTO
@@ -29,6 +26,9 @@ from nncf_wcam.errors import error_summary
 from nncf_wcam.inc.callbacks import AttributionMatchingCallBacks
 from nncf_wcam.inc.config import AttributionMatchingConfig
 from nncf_wcam.inc.config import resolve_teacher
+from nncf_wcam.inc.framework import CompressionManager
+from nncf_wcam.inc.framework import WeightPruningConfig
+from nncf_wcam.inc.framework import prepare_compression as inc_prepare_compression
 from nncf_wcam.inc.fusion import student_layer_name
 
 

@@ -9,7 +9,6 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from neural_compressor.training import CompressionManager
 from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset
@@ -23,6 +22,7 @@ from nncf_wcam.core.training import check_finite_model
 from nncf_wcam.core.training import freeze_batchnorm_statistics
 from nncf_wcam.core.training import make_lr_scheduler
 from nncf_wcam.core.training import make_optimizer
+from nncf_wcam.inc.framework import CompressionManager
 from nncf_wcam.inc.fusion import student_layer_name
 
 
