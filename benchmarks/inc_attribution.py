@@ -25,17 +25,17 @@ from tqdm import tqdm
 
 import nncf_wcam  # noqa: F401
 from attribution_preservation import LAYER
-from attribution_preservation import METHODS
-from attribution_preservation import SHORT
 from attribution_preservation import TeacherMaps
 from attribution_preservation import add_fine_tuning_args
 from attribution_preservation import apply_quick
-from attribution_preservation import load_runs
-from attribution_preservation import main_table
 from attribution_preservation import measure
 from attribution_preservation import optimizer_spec
 from attribution_preservation import prepare_students
-from attribution_preservation import summarize_runs
+from student_tables import METHODS
+from student_tables import SHORT
+from student_tables import load_runs
+from student_tables import main_table
+from student_tables import summarize_runs
 from neural_compressor.config import QuantizationAwareTrainingConfig
 from neural_compressor.config import WeightPruningConfig
 from nncf_wcam.evaluation.accuracy import accuracy

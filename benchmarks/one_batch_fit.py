@@ -19,6 +19,7 @@ import time
 import torch
 from attribution_preservation import ALGORITHMS
 from attribution_preservation import LAYER
+from attribution_preservation import RESULTS
 from attribution_preservation import add_fine_tuning_args
 from attribution_preservation import apply_quick
 from attribution_preservation import prepare_students
@@ -28,6 +29,7 @@ from tqdm import tqdm
 import nncf_wcam  # noqa: F401  (before nncf.torch)
 from nncf_wcam.core.matcher import AttributionMatcher
 from nncf_wcam.core.matcher import frozen_copy
+from nncf_wcam.evaluation.accuracy import accuracy
 from nncf_wcam.io.atomic import atomic_write_text
 from nncf_wcam.nncf2.training import compress
 from nncf_wcam.nncf2.training import load_config
@@ -60,6 +62,7 @@ def fit_one_batch(teacher, algorithm: str, x: torch.Tensor, train_data, args) ->
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_fine_tuning_args(parser, "one_batch_fit")
+    parser.set_defaults(teacher_cache=RESULTS / "attribution_preservation")  # the teacher of attribution_preservation.py
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch", type=int, default=256, help="the one fixed batch: the first N training images")
     parser.add_argument("--algorithms", nargs="+", choices=FITTED, default=list(FITTED))
@@ -77,9 +80,10 @@ def main() -> None:
     results = {name: fit_one_batch(teacher, name, x, train_data, args) for name in args.algorithms}
     lines = ["| algorithm | width | steps | distance on the batch | Grad-CAM r on the batch |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {args.width} | {args.steps} | {r['distance']:.4f} | {r['grad_cam_r_on_batch']:.3f} |" for name, r in results.items()]
-    table = f"{data.description}; one batch of {len(x)} training images; matching loss alone (distance, drop 0), Adam {args.lr:g}.\n\n" + "\n".join(lines) + "\n"
+    teacher_acc = 100 * accuracy(teacher, data.test)
+    table = f"{data.description}; teacher SmallCNN width {args.width}, {teacher_acc:.2f} % held out; one batch of {len(x)} training images; matching loss alone (distance, drop 0), Adam {args.lr:g}.\n\n" + "\n".join(lines) + "\n"
     atomic_write_text(args.output / f"width{args.width}.md", table)
-    atomic_write_text(args.output / f"width{args.width}.json", json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2))
+    atomic_write_text(args.output / f"width{args.width}.json", json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "teacher_accuracy": teacher_acc, "results": results}, indent=2))
     print(table)
 
 

@@ -194,7 +194,8 @@ def main() -> None:
         }
         print(f"{algorithm}: " + ", ".join(f"{v} {medians[v] * 1e3:.1f} ms / {memory[v]:.1f} MiB" for v in VARIANTS))
     lines = [
-        f"Median training-step time and peak RSS growth, {args.steps} interleaved steps each, batch {args.batch}, {data.description}.",
+        f"Median training-step time and peak RSS growth, {args.steps} interleaved steps each, SmallCNN width {args.width}, batch {args.batch}, "
+        f"{torch.get_num_threads()} torch thread(s), {data.description}.",
         "",
         "| algorithm | plain step | default block | + input_method | authors' way | default / plain | input / plain | authors / default | peak MiB plain / default / input / authors |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -208,7 +209,7 @@ def main() -> None:
         )
     table = "\n".join(lines) + "\n"
     args.output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.output / "results.json", json.dumps({"settings": vars(args) | {"output": str(args.output)}, "data": data.description, "results": results}, indent=2))
+    atomic_write_text(args.output / "results.json", json.dumps({"settings": vars(args) | {"output": str(args.output), "torch_threads": torch.get_num_threads()}, "data": data.description, "results": results}, indent=2))
     atomic_write_text(args.output / "table.md", table)
     print(table)
 
