@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from records import settings_record
 from tqdm import tqdm
 
 import nncf_wcam  # noqa: F401
@@ -126,7 +127,7 @@ def write_reports(args, header: str) -> None:
         markdown += f"\n## β sweep (seed {args.seeds[0]} only; `am` is the default β = {ATTRIBUTION_MATCHING_DEFAULTS['weight']:g})\n\n" + main_table(first, ["naive", "am", *swept])
     markdown += "\n## What INC delivered\n\n" + extras_table(runs) + "\n## Targets\n\n" + targets(summary)
     atomic_write_text(args.output / "table.md", markdown)
-    atomic_write_text(args.output / "results.json", json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "summary": summary}, indent=2))
+    atomic_write_text(args.output / "results.json", json.dumps({"settings": settings_record(args), "summary": summary}, indent=2))
     print(markdown)
 
 

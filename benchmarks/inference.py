@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 import torch
+from records import settings_record
 from torch.utils.data import TensorDataset
 
 import nncf_wcam  # noqa: F401  (before nncf.torch)
@@ -193,7 +194,7 @@ def main() -> None:
         )
     table = "\n".join(lines) + "\n"
     args.output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.output / "results.json", json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2))
+    atomic_write_text(args.output / "results.json", json.dumps({"settings": settings_record(args), "results": results}, indent=2))
     atomic_write_text(args.output / "table.md", table)
     print(table)
 

@@ -30,6 +30,7 @@ from attribution_preservation import apply_quick
 from attribution_preservation import optimizer_spec
 from attribution_preservation import prepare_students
 from attribution_preservation import train_student
+from records import settings_record
 from tqdm import tqdm
 
 import nncf_wcam  # noqa: F401  (before nncf.torch)
@@ -116,7 +117,7 @@ def main() -> None:
     markdown = header + summary_table(results)
     records = [{"recipe": recipe, "variant": variant, **run} for (recipe, variant), runs in results.items() for run in runs]
     atomic_write_text(args.output / "table.md", markdown)
-    atomic_write_text(args.output / "results.json", json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "runs": records}, indent=2))
+    atomic_write_text(args.output / "results.json", json.dumps({"settings": settings_record(args), "runs": records}, indent=2))
     plot(results, args.output / "eval_accuracy_per_epoch.png")
     print(markdown)
 

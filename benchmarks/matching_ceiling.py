@@ -27,6 +27,7 @@ from attribution_preservation import apply_quick
 from attribution_preservation import optimizer_spec
 from attribution_preservation import prepare_students
 from attribution_preservation import train_student
+from records import settings_record
 from tqdm import tqdm
 
 import nncf_wcam  # noqa: F401  (before nncf.torch)
@@ -152,7 +153,7 @@ def main() -> None:
     )
     markdown = header + table(results)
     atomic_write_text(args.output / "table.md", markdown)
-    atomic_write_text(args.output / "results.json", json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2))
+    atomic_write_text(args.output / "results.json", json.dumps({"settings": settings_record(args), "results": results}, indent=2))
     plot(results, args.output / "ceiling.png")
     print(markdown)
 

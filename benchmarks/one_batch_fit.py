@@ -6,7 +6,7 @@ matching loss ALONE (the default block's distance, no channel drop, no task loss
 on that very batch is the most of the teacher's maps that compressed network can draw: if a width-16 student
 stays far from its teacher even there, no weight or schedule of the block can close the benchmark's gap, and
 the limit is the model's room. Reported per algorithm: the final distance (2 (1 - cos), in [0, 4]) and
-Grad-CAM r on the batch, for --width (run it once per width).
+Grad-CAM r on the batch, for --width (run it once per width); curves.png draws every width run so far.
 
     python benchmarks/one_batch_fit.py [--quick] [--width 16] [--steps 600] [--batch 256] [--output DIR]
 """
@@ -24,12 +24,14 @@ from attribution_preservation import add_fine_tuning_args
 from attribution_preservation import apply_quick
 from attribution_preservation import prepare_students
 from matching_ceiling import grad_cam_r
+from records import settings_record
 from tqdm import tqdm
 
 import nncf_wcam  # noqa: F401  (before nncf.torch)
 from nncf_wcam.core.matcher import AttributionMatcher
 from nncf_wcam.core.matcher import frozen_copy
 from nncf_wcam.evaluation.accuracy import accuracy
+from nncf_wcam.evaluation.figures import save_png
 from nncf_wcam.io.atomic import atomic_write_text
 from nncf_wcam.nncf2.training import compress
 from nncf_wcam.nncf2.training import load_config
@@ -59,6 +61,30 @@ def fit_one_batch(teacher, algorithm: str, x: torch.Tensor, train_data, args) ->
     return {"distance": curve[-1][1], "curve": curve, "grad_cam_r_on_batch": grad_cam_r(teacher, student, x), "seconds": time.time() - started}
 
 
+def plot_curves(output, path) -> None:
+    """The distance on the batch against the step, one line per algorithm and width (every width*.json in `output`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    runs = sorted(output.glob("width*.json"), key=lambda p: int(p.stem[5:]))
+    for run, color in zip(runs, ("black", "tab:blue", "tab:green", "tab:orange")):
+        for name, result in json.loads(run.read_text())["results"].items():
+            steps, distance = zip(*result["curve"])
+            style = "-o" if name == "filter_pruning" else "--s"
+            ax.plot(steps, distance, style, ms=3, color=color, label=f"{name}, width {run.stem[5:]}")
+    ax.set_yscale("log")
+    ax.set_xlabel("step (one fixed batch)")
+    ax.set_ylabel("distance to the teacher's maps")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_png(fig, path, dpi=120)
+    plt.close(fig)
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_fine_tuning_args(parser, "one_batch_fit")
@@ -83,7 +109,8 @@ def main() -> None:
     teacher_acc = 100 * accuracy(teacher, data.test)
     table = f"{data.description}; teacher SmallCNN width {args.width}, {teacher_acc:.2f} % held out; one batch of {len(x)} training images; matching loss alone (distance, drop 0), Adam {args.lr:g}.\n\n" + "\n".join(lines) + "\n"
     atomic_write_text(args.output / f"width{args.width}.md", table)
-    atomic_write_text(args.output / f"width{args.width}.json", json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "teacher_accuracy": teacher_acc, "results": results}, indent=2))
+    atomic_write_text(args.output / f"width{args.width}.json", json.dumps({"settings": settings_record(args), "teacher_accuracy": teacher_acc, "results": results}, indent=2))
+    plot_curves(args.output, args.output / "curves.png")
     print(table)
 
 

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from records import portable
 from torch.utils.data import TensorDataset
 from tqdm import tqdm
 
@@ -247,7 +248,7 @@ def export_run(ctrl, model, config: dict, test: TensorDataset, output: Path) -> 
     parity = result.manifest["parity"]
     return {
         "ok": True,
-        "path": str(output),
+        "path": portable(output),
         "precision": result.manifest["precision"],
         "max_abs_diff": parity["max_abs_diff"],
         "top1_agreement": parity["top1_agreement"],
@@ -405,7 +406,7 @@ def main(argv=None) -> int:
         "eval_images": len(test),
         "width": width,
         "teacher_epochs": teacher_epochs,
-        "teacher_cache": str(teacher_path),
+        "teacher_cache": portable(teacher_path),
         "epochs_label": f"{args.epochs} epochs" if args.epochs else "epochs from the configs" + (" (2 steps, --quick)" if args.quick else ""),
         "seeds": args.seeds,
         "quick": args.quick,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from records import settings_record
 
 from nncf_wcam.evaluation.figures import save_png
 from nncf_wcam.io.atomic import atomic_write_text
@@ -152,7 +153,7 @@ def write_reports(args, header: str) -> dict:
     markdown += main_table(summary, ["naive", *[name for _, name in swept]])
     markdown += "\n## Targets\n\n" + targets(summary)
     atomic_write_text(args.output / "table.md", markdown)
-    atomic_write_text(args.output / "results.json", json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "summary": summary}, indent=2))
+    atomic_write_text(args.output / "results.json", json.dumps({"settings": settings_record(args), "summary": summary}, indent=2))
     if summary:
         pareto_plot(summary, default_beta, args.output / "pareto.png")
     print(markdown)

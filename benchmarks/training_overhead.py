@@ -28,6 +28,7 @@ from pathlib import Path
 import psutil
 import torch
 import torch.nn.functional as F
+from records import settings_record
 
 import nncf_wcam  # noqa: F401  (before nncf.torch)
 from nncf_wcam.core.maps import map_distance
@@ -209,7 +210,7 @@ def main() -> None:
         )
     table = "\n".join(lines) + "\n"
     args.output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.output / "results.json", json.dumps({"settings": vars(args) | {"output": str(args.output), "torch_threads": torch.get_num_threads()}, "data": data.description, "results": results}, indent=2))
+    atomic_write_text(args.output / "results.json", json.dumps({"settings": settings_record(args) | {"torch_threads": torch.get_num_threads()}, "data": data.description, "results": results}, indent=2))
     atomic_write_text(args.output / "table.md", table)
     print(table)
 

@@ -97,3 +97,28 @@ def test_one_batch_fit_quick(tmp_path):
     for result in results.values():
         assert 0.0 <= result["distance"] <= 4.0 and -1.0 <= result["grad_cam_r_on_batch"] <= 1.0
     assert "| filter_pruning | 4 | 3 |" in (tmp_path / "width4.md").read_text()
+
+
+def test_committed_results_name_no_machines_folder():
+    """Result files are shared: data as $NNCF_WCAM_DATA_ROOT, outputs repository-relative (benchmarks/records.py)."""
+    import re
+
+    absolute = re.compile(r'(?:"|from |\s)/(?:home|root|tmp|work|mnt|data|Users)/')
+    found = [
+        str(path.relative_to(BENCHMARKS))
+        for path in sorted((BENCHMARKS / "results").rglob("*"))
+        if path.suffix in {".md", ".json", ".txt"} and absolute.search(path.read_text(encoding="utf-8"))
+    ]
+    assert not found, f"results naming a machine's folder: {found}"
+
+
+def test_settings_records_are_repository_relative(tmp_path):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from records import settings_record
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    import argparse
+
+    record = settings_record(argparse.Namespace(output=BENCHMARKS / "results" / "x", other=tmp_path, steps=3))
+    assert record == {"output": "benchmarks/results/x", "other": str(tmp_path), "steps": "3"}

@@ -7,6 +7,7 @@ the command line's `--data-root`, or the environment variable NNCF_WCAM_DATA_ROO
 import logging
 import os
 from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -141,9 +142,13 @@ def load_dataset(spec: Optional[dict] = None, data_root: Optional[os.PathLike] =
 
 
 def mnist_or_digits(image_size: int = 28) -> DatasetSplit:
-    """MNIST from NNCF_WCAM_DATA_ROOT when it is set, else scikit-learn's digits (with a warning saying so)."""
+    """MNIST from NNCF_WCAM_DATA_ROOT when it is set, else scikit-learn's digits (with a warning saying so).
+
+    The description names the variable rather than the folder: results that quote it are shared.
+    """
     root = data_root_from_env()
     if root is None:
         logger.warning("%s is not set: using scikit-learn's digits at %d x %d instead of MNIST.", DATA_ROOT_ENV, image_size, image_size)
         return load_digits(image_size=image_size)
-    return load_mnist(root)
+    data = load_mnist(root)
+    return replace(data, description=data.description.replace(f" from {root}:", f" from ${DATA_ROOT_ENV}:"))

@@ -12,6 +12,7 @@ import pytest
 
 from nncf_wcam.zoo.datasets import load_dataset
 from nncf_wcam.zoo.datasets import load_mnist
+from nncf_wcam.zoo.datasets import mnist_or_digits
 from nncf_wcam.zoo.idx import MNIST_FILES
 from nncf_wcam.zoo.idx import TEST_SET_TRAIN_PART
 from nncf_wcam.zoo.idx import DataError
@@ -90,6 +91,16 @@ def test_official_split_when_training_files_are_present(tmp_path):
     assert x.shape == (20, 1, 28, 28) and 0.0 <= x.min() and x.max() <= 1.0
     assert np.allclose(x.squeeze(1).numpy() * 255.0, images, atol=1e-3) and np.array_equal(y.numpy(), labels)
     assert "official split" in split.description
+
+
+def test_mnist_from_the_environment_names_the_variable_not_the_folder(tmp_path, monkeypatch):
+    """The benchmarks commit what this description says: no machine's folder in it."""
+    write_pair(tmp_path, *sample(20))
+    write_pair(tmp_path, *sample(30, seed=1), stems=(TRAIN_IMAGES, TRAIN_LABELS))
+    monkeypatch.setenv("NNCF_WCAM_DATA_ROOT", str(tmp_path))
+    split = mnist_or_digits()
+    assert len(split.train) == 30 and "$NNCF_WCAM_DATA_ROOT" in split.description and str(tmp_path) not in split.description
+    assert str(tmp_path) in load_mnist(tmp_path).description  # the CLI still names the folder it read
 
 
 # --- hostile files ------------------------------------------------------------------------------
