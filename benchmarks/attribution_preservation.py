@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from student_tables import LAYER
 from student_tables import METHODS
 from student_tables import SHORT
 from student_tables import write_reports
@@ -53,7 +54,6 @@ from nncf_wcam.schema.blocks import ATTRIBUTION_MATCHING_DEFAULTS
 from nncf_wcam.zoo.datasets import mnist_or_digits
 from nncf_wcam.zoo.models import SmallCNN
 
-LAYER = SmallCNN.LAST_CONV_BLOCK
 RESULTS = Path(__file__).parent / "results"
 
 
