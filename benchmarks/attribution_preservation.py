@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from records import weights_fingerprint
 from student_tables import LAYER
 from student_tables import METHODS
 from student_tables import SHORT
@@ -278,7 +279,7 @@ def main() -> None:
         )
     header = (
         f"{data.description}; teacher SmallCNN(width={args.width}) trained on all {len(data.train)} training images ({args.teacher_epochs} epochs), "
-        f"accuracy {teacher_acc * 100:.2f} %; students fine-tuned on the first {len(train_data)}; "
+        f"accuracy {teacher_acc * 100:.2f} % (weights {weights_fingerprint(teacher)}); students fine-tuned on the first {len(train_data)}; "
         f"matched layer {LAYER} (\"auto\"); fine-tuning {args.epochs} epochs, batch 64, {json.dumps(optimizer_spec(args))}, BatchNorm statistics frozen for the last {args.freeze_bn_epochs} epochs; "
         f"seeds {args.seeds}; Grad-CAM and Saliency on {args.eval_samples} held-out images, IG ({args.ig_steps} steps) on {args.ig_samples}; "
         f"input method {args.input_method}; this invocation {(time.time() - started) / 60:.1f} min.\n"

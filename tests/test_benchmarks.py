@@ -1,6 +1,7 @@
 """Each benchmark script runs end to end in its tiny --quick mode and writes its results."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ def test_attribution_preservation_quick(tmp_path):
     for png in ("gradcam_grid_int8.png", "pareto.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "data:" in stdout
+    assert re.search(r"\(weights [0-9a-f]{12}\)", (tmp_path / "header.txt").read_text())
     # every run was saved on its own, and the tables can be rebuilt from those files alone
     assert len(list((tmp_path / "runs").glob("int8_*_0.json"))) == 4
     (tmp_path / "table.md").unlink()
@@ -101,8 +103,6 @@ def test_one_batch_fit_quick(tmp_path):
 
 def test_committed_results_name_no_machines_folder():
     """Result files are shared: data as $NNCF_WCAM_DATA_ROOT, outputs repository-relative (benchmarks/records.py)."""
-    import re
-
     absolute = re.compile(r'(?:"|from |\s)/(?:home|root|tmp|work|mnt|data|Users)/')
     found = [
         str(path.relative_to(BENCHMARKS))
@@ -122,3 +122,23 @@ def test_settings_records_are_repository_relative(tmp_path):
 
     record = settings_record(argparse.Namespace(output=BENCHMARKS / "results" / "x", other=tmp_path, steps=3))
     assert record == {"output": "benchmarks/results/x", "other": str(tmp_path), "steps": "3"}
+
+
+def test_weights_fingerprint_tells_teachers_apart():
+    """Result folders name their teacher by a fingerprint: equal weights agree, one changed value does not."""
+    import torch
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from records import weights_fingerprint
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    twin = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    twin.load_state_dict(model.state_dict())
+    assert weights_fingerprint(model) == weights_fingerprint(twin)
+    with torch.no_grad():
+        twin[0].weight[0, 0, 0, 0] += 1e-6
+    assert weights_fingerprint(model) != weights_fingerprint(twin)
+    assert len(weights_fingerprint(model)) == 12
