@@ -149,8 +149,9 @@ def write_reports(args, header: str) -> dict:
     default_beta = ATTRIBUTION_MATCHING_DEFAULTS["weight"]
     swept = sorted({(float(v[5:]), v) for per in summary.values() for v in per if v.startswith("beta_")} | {(default_beta, "am")})
     markdown = header + "\n## Variants (mean ± std over seeds)\n\n" + main_table(summary, main_variants)
-    markdown += f"\n## β sweep of the default block (seed {args.seeds[0]}; `am` is the default β = {default_beta:g}, mean of all seeds)\n\n"
-    markdown += main_table(summary, ["naive", *[name for _, name in swept]])
+    if len(swept) > 1:  # with the default β alone the sweep would repeat the table above
+        markdown += f"\n## β sweep of the default block (seed {args.seeds[0]}; `am` is the default β = {default_beta:g}, mean of all seeds)\n\n"
+        markdown += main_table(summary, ["naive", *[name for _, name in swept]])
     markdown += "\n## Targets\n\n" + targets(summary)
     atomic_write_text(args.output / "table.md", markdown)
     atomic_write_text(args.output / "results.json", json.dumps({"settings": settings_record(args), "summary": summary}, indent=2))

@@ -41,6 +41,11 @@ def test_attribution_preservation_quick(tmp_path):
     (tmp_path / "table.md").unlink()
     subprocess.run([sys.executable, str(BENCHMARKS / "attribution_preservation.py"), "--aggregate-only", "--output", str(tmp_path)], check=True, capture_output=True)
     assert (tmp_path / "table.md").read_text() == table
+    assert "## β sweep" in table
+    # without a swept β the sweep section would only repeat the main table
+    (tmp_path / "runs" / "int8_beta_100_0.json").unlink()
+    subprocess.run([sys.executable, str(BENCHMARKS / "attribution_preservation.py"), "--aggregate-only", "--output", str(tmp_path)], check=True, capture_output=True)
+    assert "## β sweep" not in (tmp_path / "table.md").read_text()
 
 
 def test_training_overhead_quick(tmp_path):
