@@ -20,6 +20,11 @@ def _run(script: str, output: Path) -> str:
     return result.stdout
 
 
+def _aggregate(output: Path) -> None:
+    """attribution_preservation.py --aggregate-only: the tables and figures rebuilt from runs/ alone."""
+    subprocess.run([sys.executable, str(BENCHMARKS / "attribution_preservation.py"), "--aggregate-only", "--output", str(output)], check=True, capture_output=True)
+
+
 def test_attribution_preservation_quick(tmp_path):
     stdout = _run("attribution_preservation.py", tmp_path)
     summary = json.loads((tmp_path / "results.json").read_text())["summary"]["int8"]
@@ -39,12 +44,12 @@ def test_attribution_preservation_quick(tmp_path):
     # every run was saved on its own, and the tables can be rebuilt from those files alone
     assert len(list((tmp_path / "runs").glob("int8_*_0.json"))) == 4
     (tmp_path / "table.md").unlink()
-    subprocess.run([sys.executable, str(BENCHMARKS / "attribution_preservation.py"), "--aggregate-only", "--output", str(tmp_path)], check=True, capture_output=True)
+    _aggregate(tmp_path)
     assert (tmp_path / "table.md").read_text() == table
     assert "## β sweep" in table
     # without a swept β the sweep section would only repeat the main table
     (tmp_path / "runs" / "int8_beta_100_0.json").unlink()
-    subprocess.run([sys.executable, str(BENCHMARKS / "attribution_preservation.py"), "--aggregate-only", "--output", str(tmp_path)], check=True, capture_output=True)
+    _aggregate(tmp_path)
     assert "## β sweep" not in (tmp_path / "table.md").read_text()
 
 
