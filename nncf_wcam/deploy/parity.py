@@ -2,6 +2,10 @@
 
 An export fails (and writes nothing) when the IR's top-1 agreement with PyTorch is below the caller's
 threshold; the maximum absolute logit difference and the agreement go into the manifest.
+
+A quantized output (INC's converted models end in a dequantize) takes values on a grid, and its top-1 can be
+a tie, or a lead of one grid step that the IR's own rounding turns around. Such samples count as agreeing
+when the IR's top-1 class lies within one grid step of PyTorch's maximum; the record says how many did.
 """
 
 from typing import Any
@@ -69,6 +73,38 @@ def torch_logits(model: torch.nn.Module, inputs: torch.Tensor, logits_output: Lo
     return logits, index
 
 
+# A grid is only inferred from enough distinct values: two or three float logits always look evenly spaced.
+_MIN_GRID_VALUES = 8
+_GRID_SLACK = 0.05  # of a step: float32 dequantization error is far below this, a float output far above
+
+
+def output_step(logits: np.ndarray) -> float:
+    """The grid step of a quantized output's values; 0.0 for a float output (no grid)."""
+    values = np.unique(logits.astype(np.float64).ravel())
+    if len(values) < _MIN_GRID_VALUES:
+        return 0.0
+    offsets = values - values[0]
+    multiples = np.round(offsets / np.diff(values).min())
+    step = float(np.dot(multiples, offsets) / np.dot(multiples, multiples))  # least squares: float32 drift
+    on_grid = np.abs(offsets - multiples * step).max() <= _GRID_SLACK * step
+    return step if on_grid else 0.0
+
+
+def top1_agreement(torch_logits: np.ndarray, ir_logits: np.ndarray) -> tuple:
+    """(agreement, samples that agree only as ties, PyTorch's output step) of the IR's top-1 with PyTorch's.
+
+    A sample agrees when the IR's top-1 class has PyTorch's maximum logit, up to one step of PyTorch's
+    output grid (exactly, for a float output). Shapes: N x ... x classes each.
+    """
+    step = output_step(torch_logits)
+    ir_top1 = ir_logits.argmax(-1)
+    exact = torch_logits.argmax(-1) == ir_top1
+    torch_at_ir_top1 = np.take_along_axis(torch_logits, ir_top1[..., None], -1)[..., 0]
+    within = torch_at_ir_top1 >= torch_logits.max(-1) - step * (1 + _GRID_SLACK)
+    agrees = exact | within
+    return float(np.mean(agrees)), int(np.sum(agrees & ~exact)), step
+
+
 def parity(torch_logits: np.ndarray, ir_logits: np.ndarray) -> dict:
     """Maximum absolute logit difference and top-1 agreement of the IR with PyTorch."""
     if torch_logits.shape != ir_logits.shape:
@@ -77,10 +113,13 @@ def parity(torch_logits: np.ndarray, ir_logits: np.ndarray) -> dict:
         if not np.isfinite(logits).all():
             msg = f"{who} logits on the samples hold NaN or infinity: nothing was exported. Fix: check the model's weights (a training step that overflowed?)."
             raise ExportError(msg)
+    agreement, ties, step = top1_agreement(torch_logits, ir_logits)
     return {
         "num_samples": int(len(torch_logits)),
         "max_abs_diff": float(np.abs(torch_logits - ir_logits).max()),
-        "top1_agreement": float(np.mean(torch_logits.argmax(-1) == ir_logits.argmax(-1))),
+        "top1_agreement": agreement,
+        "top1_ties": ties,
+        "output_step": step,
     }
 
 

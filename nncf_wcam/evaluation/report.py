@@ -7,6 +7,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from nncf_wcam.deploy.parity import top1_agreement
 from nncf_wcam.deploy.runtime import load_compiled
 from nncf_wcam.deploy.runtime import run_compiled
 from nncf_wcam.evaluation.accuracy import accuracy
@@ -50,7 +51,7 @@ def _ir_entry(ir_dir: Path, device: str, data: DatasetSplit, samples, target, te
             student.eval()
             torch_logits = logits_forward(student, logits_output)(data.test.tensors[0]).numpy()
             student.train(was_training)
-        entry["top1_agreement_with_pytorch"] = float(np.mean(torch_logits.argmax(1) == ir_logits.argmax(1)))
+        entry["top1_agreement_with_pytorch"] = top1_agreement(torch_logits, ir_logits)[0]
         entry["max_abs_logit_diff"] = float(np.abs(torch_logits - ir_logits).max())
         entry["student"] = label
     return entry
