@@ -32,6 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from records import weights_fingerprint
+from run_setup import check_folder
+from run_setup import header_from_runs
+from run_setup import load_records
+from run_setup import ran_on
 from student_tables import LAYER
 from student_tables import METHODS
 from student_tables import SHORT
@@ -228,12 +232,13 @@ def main() -> None:
     runs_dir.mkdir(parents=True, exist_ok=True)
     header_path = args.output / "header.txt"
     if args.aggregate_only:
-        write_reports(args, header_path.read_text() if header_path.is_file() else "")
+        write_header_and_reports(args, runs_dir, header_path)
         return
-    started = time.time()
     data, train_data, teacher = prepare_students(args)
     teacher_acc = accuracy(teacher, data.test)
     print(f"teacher: accuracy {teacher_acc:.4f}")
+    setup = student_setup(args, data, train_data, teacher, teacher_acc)
+    check_folder(runs_dir, setup, header_path)
     teacher_maps = TeacherMaps(teacher, data.test.tensors[0][: args.eval_samples], args.ig_samples, args.ig_steps)
     main_variants = {name: blocks for name, blocks in variants(args.input_method, args.input_weight).items() if name in args.variants}
     # Most informative first, so that a run cut short still answers the most: naive and the default
@@ -257,7 +262,7 @@ def main() -> None:
         result = measure(teacher_maps, student, data)
         result["train_s"] = train_s
         result["last_epoch_task_loss"] = float(np.mean([h["task_loss"] for h in history if h["epoch"] == history[-1]["epoch"]]))
-        record = {"algorithm": algorithm, "variant": variant, "seed": seed, "blocks": blocks, "result": result}
+        record = {"algorithm": algorithm, "variant": variant, "seed": seed, "blocks": blocks, "result": result, "setup": setup, "ran_on": ran_on(args)}
         atomic_write_text(path, json.dumps(record, indent=2))
         tqdm.write(f"{algorithm:>18} {variant:>10} seed {seed}: acc {result['accuracy']:.4f}, " + ", ".join(f"{SHORT[m]} r {result[m]['pearson']:.3f}" for m in METHODS) + f" ({train_s:.0f} s)")
         if seed == args.seeds[0] and variant in ("naive", "am", "am_input"):
@@ -266,6 +271,8 @@ def main() -> None:
             with torch.no_grad():
                 grid["pred"][variant] = student.eval()(grid_x).argmax(1).tolist()
     for algorithm, grid in grid_rows.items():
+        if len(grid["maps"]) < 2:
+            continue  # one variant alone compares nothing (a run split one variant per invocation)
         write_attribution_figure(
             args.output / f"gradcam_grid_{algorithm}.png",
             grid_x,
@@ -277,14 +284,26 @@ def main() -> None:
             true_labels=data.test.tensors[1][: len(grid_x)].tolist(),
             predictions=grid["pred"],
         )
-    header = (
-        f"{data.description}; teacher SmallCNN(width={args.width}) trained on all {len(data.train)} training images ({args.teacher_epochs} epochs), "
-        f"accuracy {teacher_acc * 100:.2f} % (weights {weights_fingerprint(teacher)}); students fine-tuned on the first {len(train_data)}; "
-        f"matched layer {LAYER} (\"auto\"); fine-tuning {args.epochs} epochs, batch 64, {json.dumps(optimizer_spec(args))}, BatchNorm statistics frozen for the last {args.freeze_bn_epochs} epochs; "
-        f"seeds {args.seeds}; Grad-CAM and Saliency on {args.eval_samples} held-out images, IG ({args.ig_steps} steps) on {args.ig_samples}; "
-        f"input method {args.input_method}; this invocation {(time.time() - started) / 60:.1f} min.\n"
-    )
-    atomic_write_text(header_path, header)
+    write_header_and_reports(args, runs_dir, header_path)
+
+
+def student_setup(args, data, train_data, teacher, teacher_acc: float) -> dict:
+    """What every run of this invocation measures against: a folder's runs must share it (run_setup.py)."""
+    return {
+        "data": data.description, "width": args.width, "teacher_epochs": args.teacher_epochs, "teacher_train_images": len(data.train),
+        "teacher_accuracy": round(float(teacher_acc), 6), "teacher_weights": weights_fingerprint(teacher), "train_samples": len(train_data),
+        "layer": LAYER, "epochs": args.epochs, "max_steps": args.max_steps, "optimizer": optimizer_spec(args), "freeze_bn_epochs": args.freeze_bn_epochs,
+        "eval_samples": args.eval_samples, "ig_steps": args.ig_steps, "ig_samples": args.ig_samples, "input_method": args.input_method,
+    }
+
+
+def write_header_and_reports(args, runs_dir: Path, header_path: Path) -> None:
+    """header.txt built from every run's setup (a kept header.txt where older runs carry none), then the tables."""
+    header = header_from_runs(load_records(runs_dir))
+    if header is None:
+        header = header_path.read_text() if header_path.is_file() else ""
+    else:
+        atomic_write_text(header_path, header)
     write_reports(args, header)
 
 

@@ -53,6 +53,31 @@ def test_attribution_preservation_quick(tmp_path):
     assert "## β sweep" not in (tmp_path / "table.md").read_text()
 
 
+def test_a_results_folder_describes_all_its_runs_and_refuses_another_teacher(tmp_path):
+    """Runs split over invocations: the header is built from every run's setup; a run against another teacher
+    (another machine trains another one from the same seed) is refused before any training."""
+    _run("attribution_preservation.py", tmp_path)
+    records = [json.loads(path.read_text()) for path in sorted((tmp_path / "runs").glob("*.json"))]
+    fingerprint = re.search(r"\(weights ([0-9a-f]{12})\)", (tmp_path / "header.txt").read_text()).group(1)
+    assert {record["setup"]["teacher_weights"] for record in records} == {fingerprint}
+    header = (tmp_path / "header.txt").read_text()
+    assert f"{len(records)} runs on cpu, torch" in header and "am_input " in header.split("fine-tuning took", 1)[1]
+    tampered = tmp_path / "runs" / "int8_naive_0.json"
+    kept = tampered.read_text()
+    tampered.write_text(kept.replace(fingerprint, "0" * 12))
+    before = sorted(path.name for path in (tmp_path / "runs").iterdir())
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "attribution_preservation.py"), "--quick", "--seeds", "1", "--output", str(tmp_path)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode != 0 and "teacher_weights" in result.stderr and "--output" in result.stderr, result.stderr[-2000:]
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == before, "a refused run wrote nothing"
+    tampered.write_text(kept)
+    (tmp_path / "header.txt").unlink()
+    _aggregate(tmp_path)
+    assert (tmp_path / "header.txt").read_text() == header
+
+
 def test_training_overhead_quick(tmp_path):
     _run("training_overhead.py", tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())["results"]
