@@ -37,10 +37,10 @@ def _legacy_fingerprint(header_path: Path) -> Optional[str]:
 def check_folder(runs_dir: Path, setup: dict, header_path: Path) -> None:
     """Refuses (SetupMismatch) when the runs already in `runs_dir` measured another setup than `setup`."""
     fix = "Fix: a new --output for this setup, or the setup of that folder (--teacher-cache with its teacher, the same flags)."
+    legacy = _legacy_fingerprint(header_path)
     for path in sorted(runs_dir.glob("*.json")):
         theirs = json.loads(path.read_text()).get("setup")
         if theirs is None:
-            legacy = _legacy_fingerprint(header_path)
             if legacy is not None and legacy != setup["teacher_weights"]:
                 raise SetupMismatch(f"{runs_dir} holds runs against teacher {legacy} (header.txt); this run's teacher is {setup['teacher_weights']}. {fix}")
             continue

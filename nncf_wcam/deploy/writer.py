@@ -146,7 +146,7 @@ def _parity_at_device_default(staging: Path, plan: ExportPlan, sample_inputs: to
     compiled = load_compiled(staging, plan.device, inference_precision=None)
     hint = precision_hint(compiled)
     if hint == checked["inference_precision"]:
-        return {key: checked[key] for key in ("num_samples", "max_abs_diff", "top1_agreement", "top1_ties", "inference_precision")}
+        return {key: checked[key] for key in ("num_samples", "max_abs_diff", "top1_agreement", "top1_ties", "output_step", "inference_precision")}
     record = {**parity(torch_logits, run_compiled(compiled, sample_inputs)), "inference_precision": hint}
     if record["top1_agreement"] < plan.min_top1_agreement:
         logger.warning(
